@@ -1,0 +1,3 @@
+from normalcy.cli.main import main
+
+main()

@@ -1,0 +1,58 @@
+"""Entry point: `normalcy <modality> <verb>`, plus `normalcy demo`.
+
+Errors the user can act on print one line and exit with status 2; modality commands import
+their heavy dependencies only when run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from normalcy import __version__
+from normalcy.cli.image import app as image_app
+from normalcy.core.errors import NormalcyError
+
+app = typer.Typer(help="normalcy: learn what normal looks like, flag and localise what is not.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(image_app, name="image")
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")):
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("normalcy-demo"), help="Folder for the data, model and report."),
+    threads: int = typer.Option(None, help="CPU threads (default: all)."),
+):
+    """Make a small image dataset with synthetic defects, fit, evaluate and write an HTML report."""
+    from normalcy.core.progress import set_progress
+    from normalcy.image import demo as image_demo
+
+    set_progress(None)
+    typer.echo(f"building a synthetic dataset and fitting PatchCore in {out} ...")
+    report, metrics = image_demo.run(out, threads)
+    typer.echo(f"image AUROC {metrics['image_auroc']:.3f}  pixel AUROC {metrics['pixel_auroc']:.3f}  "
+               f"AUPRO {metrics['aupro']:.3f}")
+    typer.echo(f"report: {report.resolve()}")
+
+
+def main() -> None:
+    try:
+        app()
+    except NormalcyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

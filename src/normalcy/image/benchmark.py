@@ -1,0 +1,72 @@
+"""`normalcy image benchmark`: every detector on every MVTec-layout category under a folder.
+
+Each (detector, category) pair runs in a fresh process so that its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import sys
+import time
+from pathlib import Path
+
+from normalcy.core.benchmark import write_results
+from normalcy.core.errors import DataError
+
+PACKAGES = ("torch", "faiss-cpu", "numpy", "scikit-learn", "scipy", "pillow")
+COLUMNS = ["detector", "dataset", "image_auroc", "pixel_auroc", "aupro", "image_f1_max",
+           "pixel_f1_max", "fit_seconds", "predict_images_per_second", "peak_memory_mb",
+           "n_train", "n_test"]
+
+
+def categories(root: Path) -> list[Path]:
+    """root itself when it is one category (has train/), else its subfolders that are."""
+    if not root.is_dir():
+        raise DataError(f"benchmark data {root} is not a directory")
+    if (root / "train").is_dir():
+        return [root]
+    found = sorted(p for p in root.iterdir() if (p / "train").is_dir())
+    if not found:
+        raise DataError(f"no MVTec-layout category (a folder with train/) in {root}")
+    return found
+
+
+def run(root: str | Path, detectors: list[str], params: dict, json_path: str | Path) -> tuple[Path, Path, list[dict]]:
+    records = []
+    context = multiprocessing.get_context("spawn")
+    for category in categories(Path(root)):
+        for name in detectors:
+            print(f"benchmark: {name} on {category.name} ...", file=sys.stderr, flush=True)
+            with context.Pool(1) as pool:
+                records.append(pool.apply(_one, (str(category), name, params)))
+    json_out, md_out = write_results(records, json_path, PACKAGES, "Image benchmark", COLUMNS, params)
+    return json_out, md_out, records
+
+
+def _one(category: str, name: str, params: dict) -> dict:
+    from normalcy.image import DETECTORS
+    from normalcy.image.datasets import load_dataset
+    from normalcy.image.evaluate import evaluate
+
+    dataset = load_dataset(category)
+    detector = DETECTORS[name](**_params_for(DETECTORS[name], params))
+    start = time.perf_counter()
+    detector.fit(dataset.train)
+    fit_seconds = time.perf_counter() - start
+    metrics, _, _ = evaluate(detector, dataset)
+    return {
+        "detector": name,
+        "dataset": Path(category).name,
+        **{k: metrics[k] for k in ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max")},
+        "fit_seconds": fit_seconds,
+        "predict_images_per_second": metrics["images_per_second"],
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "n_train": len(dataset.train),
+        "n_test": metrics["n_images"],
+    }
+
+
+def _params_for(cls, params: dict) -> dict:
+    accepted = cls._get_param_names()
+    return {k: v for k, v in params.items() if k in accepted and v is not None}

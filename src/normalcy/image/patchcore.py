@@ -1,0 +1,112 @@
+"""PatchCore (Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022).
+
+Nothing is trained: `fit` extracts locally aware patch features from the normal images and
+keeps a greedy k-center coreset of them as the memory bank. A test patch's score is the
+distance to its nearest bank entry (faiss); the image score is the largest patch score.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from normalcy.core.detector import expect_arrays
+from normalcy.core.errors import DataError, ModelFileError
+from normalcy.core.progress import progress
+from normalcy.image.base import ImageDetector
+
+
+MIN_BANK = 1000
+
+
+class PatchCore(ImageDetector):
+    _fitted_attribute = "memory_bank_"
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet-lite0",
+        image_size: int = 256,
+        coreset_ratio: float = 0.01,
+        projection_dim: int = 64,
+        seed: int = 0,
+        batch_size: int = 8,
+        num_threads: int | None = None,
+        weights: str | None = None,
+    ):
+        super().__init__(backbone, image_size, batch_size, num_threads, weights)
+        self.coreset_ratio = coreset_ratio
+        self.projection_dim = projection_dim
+        self.seed = seed
+
+    def _fit_batches(self, batches, n_images):
+        if not 0.0 < self.coreset_ratio <= 1.0:
+            raise DataError(f"coreset_ratio must be in (0, 1], got {self.coreset_ratio}")
+        feats = torch.cat([_rows(f) for f in batches])
+        # A ratio suited to hundreds of images leaves a handful of patches for a dozen, too few
+        # to cover normal variation: keep at least MIN_BANK (or every patch, if fewer).
+        n_keep = max(math.ceil(self.coreset_ratio * len(feats)), min(MIN_BANK, len(feats)))
+        keep = greedy_coreset(feats, n_keep, self.projection_dim, self.seed)
+        self.memory_bank_ = feats[keep].numpy().astype(np.float32)
+        self._index = None
+
+    def _patch_scores(self, features):
+        n, c, h, w = features.shape
+        if c != self.memory_bank_.shape[1]:
+            raise ModelFileError(
+                f"memory bank has {self.memory_bank_.shape[1]} features but {self.backbone} gives {c}"
+            )
+        distances, _ = self.index.search(_rows(features).numpy(), 1)
+        return torch.from_numpy(np.sqrt(np.maximum(distances[:, 0], 0.0))).reshape(n, h, w)
+
+    @property
+    def index(self):
+        if getattr(self, "_index", None) is None:
+            import faiss
+
+            self._index = faiss.IndexFlatL2(self.memory_bank_.shape[1])
+            self._index.add(self.memory_bank_)
+        return self._index
+
+    def _get_state(self):
+        return {"memory_bank": self.memory_bank_}, {}
+
+    def _set_state(self, arrays, meta):
+        expect_arrays(arrays, {"memory_bank": (None, None)})
+        self.memory_bank_ = arrays["memory_bank"].astype(np.float32)
+        self._index = None
+
+
+def greedy_coreset(features: torch.Tensor, n: int, projection_dim: int, seed: int) -> np.ndarray:
+    """Indices of n rows chosen by greedy k-center selection (Sener & Savarese 2018).
+
+    Distances are taken after a random Gaussian projection to projection_dim dimensions
+    (Johnson-Lindenstrauss), as PatchCore does; a small projection keeps the working matrix in
+    cache, which is what makes this loop fast on a CPU. Each step is one matrix-vector product.
+    """
+    if n >= len(features):
+        return np.arange(len(features))
+    generator = torch.Generator().manual_seed(seed)
+    dim = features.shape[1]
+    if projection_dim and projection_dim < dim:
+        projection = torch.randn(dim, projection_dim, generator=generator) / math.sqrt(projection_dim)
+        z = (features @ projection).contiguous()
+    else:
+        z = features.contiguous()
+    sq = (z * z).sum(1)
+    first = int(torch.randint(len(z), (1,), generator=generator))
+    chosen = [first]
+    nearest = sq - 2 * (z @ z[first]) + sq[first]
+    nearest[first] = -math.inf  # never pick a row twice, even among exact duplicates
+    for _ in progress(range(n - 1), desc="coreset", unit="pt"):
+        j = int(torch.argmax(nearest))
+        chosen.append(j)
+        torch.minimum(nearest, sq - 2 * (z @ z[j]) + sq[j], out=nearest)
+        nearest[j] = -math.inf
+    return np.asarray(chosen)
+
+
+def _rows(features: torch.Tensor) -> torch.Tensor:
+    """N x C x h x w -> (N*h*w) x C, contiguous for faiss."""
+    return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).contiguous()

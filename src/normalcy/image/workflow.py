@@ -1,0 +1,143 @@
+"""The image jobs behind the CLI and the demo: fit with a calibrated threshold, predict with
+overlays, evaluate with a report. Outputs appear whole or not at all."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from normalcy.core.errors import DataError, NormalcyError
+from normalcy.core.threshold import F1Optimal, Fixed, ThresholdStrategy
+from normalcy.image import DETECTORS
+from normalcy.image.base import ImageDetector
+from normalcy.image.datasets import load_dataset, train_validation_split
+from normalcy.image.io import SkippedImageWarning, is_image_file, read_image
+from normalcy.image.overlay import color_range, overlay, save_png
+
+RESULT_COLUMNS = ["path", "score", "label", "threshold", "overlay", "error"]
+
+
+def fit_model(data: str | Path, model: str, params: dict, threshold: ThresholdStrategy,
+              holdout: float = 0.1, validation: str | Path | None = None, seed: int = 0) -> ImageDetector:
+    """Fit on the normal training images and set the threshold.
+
+    The threshold comes from a labelled validation dataset when one is given (needed for
+    F1-optimal), else from `holdout` of the normal images kept out of fitting: scores of
+    images a detector was fitted on are optimistically low, so they would set it too low.
+    """
+    if model not in DETECTORS:
+        raise DataError(f"unknown model {model!r}; expected one of {', '.join(DETECTORS)}")
+    dataset = load_dataset(data)
+    detector = DETECTORS[model](**{k: v for k, v in params.items() if v is not None})
+    if validation is not None:
+        detector.fit(dataset.train)
+        val = load_dataset(validation).test
+        if not val:
+            raise DataError(f"validation data {validation} has no test images")
+        detector.calibrate([s.path for s in val], threshold, y=np.array([s.label for s in val]))
+        return detector
+    if isinstance(threshold, F1Optimal):
+        raise DataError("threshold f1 needs labelled validation data: pass --validation DIR")
+    if holdout > 0 and len(dataset.train) >= 2:
+        fit_paths, held = train_validation_split(dataset.train, holdout, seed)
+    else:
+        fit_paths, held = dataset.train, []
+    detector.fit(fit_paths)
+    if held:
+        detector.calibrate(held, threshold)
+    elif isinstance(threshold, Fixed):
+        detector.threshold_ = threshold.compute()
+    else:
+        raise DataError(f"threshold {threshold.spec()} needs held-out normal images: use a holdout "
+                        "fraction > 0 with at least 2 training images, or a fixed threshold")
+    return detector
+
+
+def expand_inputs(paths: list[str | Path]) -> list[Path]:
+    """Files as given, folders as the images anywhere below them (hidden ones skipped); a
+    missing path is an error."""
+    found = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.extend(sorted(
+                f for f in p.rglob("*")
+                if f.is_file() and is_image_file(f)
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            ))
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise DataError(f"input {p} does not exist")
+    if not found:
+        raise DataError("no images found in the given inputs")
+    return found
+
+
+def predict_to_folder(detector: ImageDetector, paths: list[Path], out_dir: str | Path,
+                      on_error: str = "raise", batch_size: int = 16) -> list[dict]:
+    """Score images, write `<stem>_overlay.png` per image and `results.csv` into out_dir.
+
+    Everything is written into a temporary folder first and moved into out_dir at the end, so
+    a failure leaves out_dir as it was.
+    """
+    threshold = detector._require_threshold()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".predict-", dir=out_dir))
+    rows: list[dict] = []
+    names: set[str] = set()
+    common = Path(os.path.commonpath([p.resolve().parent for p in paths]))
+    try:
+        for start in range(0, len(paths), batch_size):
+            chunk, images = [], []
+            for path in paths[start : start + batch_size]:
+                try:
+                    images.append(read_image(path))
+                    chunk.append(path)
+                except NormalcyError as exc:
+                    if on_error == "raise":
+                        raise
+                    warnings.warn(str(exc), SkippedImageWarning, stacklevel=2)
+                    rows.append({"path": str(path), "score": "", "label": "", "threshold": threshold,
+                                 "overlay": "", "error": str(exc)})
+            if not chunk:
+                continue
+            prediction = detector.predict(images)
+            maps = prediction.localization
+            vmin, vmax = color_range(threshold, maps) if maps is not None else (0, 1)
+            for i, path in enumerate(chunk):
+                overlay_name = ""
+                if maps is not None:
+                    overlay_name = _overlay_name(path, common, names)
+                    save_png(overlay(images[i], maps[i], vmin, vmax), staging / overlay_name)
+                rows.append({"path": str(path), "score": float(prediction.scores[i]),
+                             "label": int(prediction.labels[i]), "threshold": threshold,
+                             "overlay": overlay_name, "error": ""})
+        with open(staging / "results.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        for item in staging.iterdir():
+            os.replace(item, out_dir / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return rows
+
+
+def _overlay_name(path: Path, common: Path, taken: set[str]) -> str:
+    """`<path relative to the inputs' common folder>_overlay.png`, folders joined by '__', so
+    MVTec's test/<defect>/000.png files do not overwrite each other."""
+    stem = "__".join(path.resolve().relative_to(common).with_suffix("").parts)
+    name, k = f"{stem}_overlay.png", 1
+    while name in taken:
+        k += 1
+        name = f"{stem}_{k}_overlay.png"
+    taken.add(name)
+    return name
+
