@@ -38,8 +38,12 @@ def run(root: str | Path, detectors: list[str], params: dict, json_path: str | P
     for category in categories(Path(root)):
         for name in detectors:
             print(f"benchmark: {name} on {category.name} ...", file=sys.stderr, flush=True)
-            with context.Pool(1) as pool:
+            pool = context.Pool(1)
+            try:
                 records.append(pool.apply(_one, (str(category), name, params)))
+            finally:
+                pool.close()  # the worker exits normally, so its libraries clean up after themselves
+                pool.join()
     json_out, md_out = write_results(records, json_path, PACKAGES, "Image benchmark", COLUMNS, params)
     return json_out, md_out, records
 
