@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from normalcy.core.detector import Detector
 from normalcy.core.errors import DataError
 from normalcy.core.progress import progress
 from normalcy.core.results import Prediction
-from normalcy.image.backbone import EfficientNetLiteFeatures, to_tensor
+from normalcy.image.backbone import EfficientNetLiteFeatures, patch_features, to_tensor
 from normalcy.image.io import read_image
 
 ImageInput = Sequence[str | Path | np.ndarray] | np.ndarray
@@ -89,8 +90,6 @@ class ImageDetector(Detector):
 
     def _features(self, batch: torch.Tensor) -> torch.Tensor:
         """Backbone features of a normalised batch; patch features unless overridden."""
-        from normalcy.image.backbone import patch_features
-
         return patch_features(self.extractor, batch)
 
     def _score_batches(self, batches, n_images):
@@ -160,7 +159,6 @@ class thread_limit:
             return self
         if not (isinstance(self.n, int) and self.n >= 1):
             raise DataError(f"num_threads must be a positive integer, got {self.n!r}")
-        import faiss
         from threadpoolctl import threadpool_limits
 
         # torch, faiss and threadpoolctl can share one OpenMP runtime: read every original
@@ -169,22 +167,14 @@ class thread_limit:
         self._faiss = faiss.omp_get_max_threads()
         self._blas = threadpool_limits(self.n)
         torch.set_num_threads(self.n)
-        _faiss_threads(self.n)
+        faiss.omp_set_num_threads(self.n)
         return self
 
     def __exit__(self, *exc):
         if self.n is not None:
             self._blas.restore_original_limits()
-            _faiss_threads(self._faiss)
+            faiss.omp_set_num_threads(self._faiss)
             torch.set_num_threads(self._torch)
-
-
-def _faiss_threads(n: int) -> int:
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
-    return before
 
 
 def _as_items(X: ImageInput) -> list:

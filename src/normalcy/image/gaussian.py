@@ -20,16 +20,6 @@ from normalcy.image.base import ImageDetector
 class GaussianAD(ImageDetector):
     _fitted_attribute = "means_"
 
-    def __init__(
-        self,
-        backbone: str = "efficientnet-lite0",
-        image_size: int = 256,
-        batch_size: int = 8,
-        num_threads: int | None = None,
-        weights: str | None = None,
-    ):
-        super().__init__(backbone, image_size, batch_size, num_threads, weights)
-
     def _features(self, batch):
         levels = tuple(range(len(self.extractor.channels)))
         with torch.inference_mode():
