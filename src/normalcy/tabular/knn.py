@@ -1,0 +1,67 @@
+"""k-nearest-neighbour distance (Ramaswamy, Rastogi & Shim, SIGMOD 2000): a row far from its
+k-th nearest training row is anomalous. Exact search with faiss over the encoded rows.
+
+Scoring the training rows themselves finds each row as its own first neighbour, so their
+scores are the (k-1)-th distance to the others; rows never seen get the k-th.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normalcy.core.detector import expect_arrays
+from normalcy.core.errors import DataError, ModelFileError
+from normalcy.tabular.base import TabularDetector
+
+ROWS_PER_BLOCK = 1024
+
+
+class KNN(TabularDetector):
+    explains = True
+
+    def __init__(self, n_neighbors: int = 5):
+        self.n_neighbors = n_neighbors
+
+    def _fit_matrix(self, Z):
+        if not (isinstance(self.n_neighbors, int) and 1 <= self.n_neighbors <= len(Z)):
+            raise DataError(f"KNN: n_neighbors must be an integer in [1, {len(Z)}] (the number of "
+                            f"training rows), got {self.n_neighbors!r}")
+        self.train_ = np.ascontiguousarray(Z, dtype=np.float32)
+        self._index = None
+
+    def _score_matrix(self, Z):
+        distances, _ = self._search(Z)
+        return np.sqrt(distances[:, -1]).astype(np.float64)
+
+    def _explain_matrix(self, Z):
+        # Each column's part of the squared distance, averaged over the k neighbours; in blocks
+        # of rows, as the differences take rows x k x columns.
+        _, neighbours = self._search(Z)
+        out = np.empty(Z.shape)
+        for start in range(0, len(Z), ROWS_PER_BLOCK):
+            block = slice(start, start + ROWS_PER_BLOCK)
+            diff = Z[block, None, :] - self.train_[neighbours[block]].astype(np.float64)
+            out[block] = (diff ** 2).mean(axis=1)
+        return out
+
+    def _search(self, Z):
+        self._check_fitted("train_")
+        if self._index is None:
+            import faiss
+
+            self._index = faiss.IndexFlatL2(self.train_.shape[1])
+            self._index.add(self.train_)
+        distances, neighbours = self._index.search(np.ascontiguousarray(Z, dtype=np.float32), self.n_neighbors)
+        return np.maximum(distances, 0.0), neighbours
+
+    def _matrix_state(self):
+        self._check_fitted("train_")
+        return {"knn.train": self.train_}, {}
+
+    def _set_matrix_state(self, arrays, meta, n_features):
+        expect_arrays(arrays, {"knn.train": (None, n_features)})
+        if not (isinstance(self.n_neighbors, int) and 1 <= self.n_neighbors <= len(arrays["knn.train"])):
+            raise ModelFileError(f"model state: n_neighbors {self.n_neighbors!r} does not fit "
+                                 f"{len(arrays['knn.train'])} training rows")
+        self.train_ = np.ascontiguousarray(arrays["knn.train"], dtype=np.float32)
+        self._index = None

@@ -1,0 +1,86 @@
+"""The table jobs behind the CLI: fit with a calibrated threshold, score a file into a file.
+Outputs appear whole or not at all."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from normalcy.core.errors import DataError
+from normalcy.core.threshold import F1Optimal, Fixed, ThresholdStrategy
+from normalcy.tabular import DETECTORS
+from normalcy.tabular.base import TabularDetector
+from normalcy.tabular.data import output_format, read_table, write_table
+
+OUTPUT_COLUMNS = ("score", "label")
+
+
+def fit_model(data, model: str, threshold: ThresholdStrategy, holdout: float = 0.1,
+              drop: list[str] | None = None, seed: int = 0) -> TabularDetector:
+    """Fit on the rows of `data` less a random `holdout` fraction, whose scores set the threshold:
+    scores of rows a detector was fitted on are optimistically low, so they would set it too low.
+    A fixed threshold needs no holdout: then every row is fitted."""
+    if model not in DETECTORS:
+        raise DataError(f"unknown model {model!r}; expected one of {', '.join(DETECTORS)}")
+    if isinstance(threshold, F1Optimal):
+        raise DataError("threshold f1 needs labelled anomalies; tables are fitted on normal rows: use fpr:RATE or fixed:VALUE")
+    if not 0.0 <= holdout < 1.0:
+        raise DataError(f"holdout must be in [0, 1), got {holdout}")
+    frame, name = read_table(data)
+    frame = drop_columns(frame, drop, name)
+    detector = DETECTORS[model]()
+    n_held = int(round(holdout * len(frame)))
+    if isinstance(threshold, Fixed):
+        detector.fit(frame)
+        detector.threshold_ = threshold.compute()
+        return detector
+    if not 0 < n_held < len(frame):
+        raise DataError(f"threshold {threshold.spec()} needs held-out rows and rows to fit: {name} has "
+                        f"{len(frame)} rows, a holdout of {holdout} holds out {n_held}; change --holdout "
+                        "or use a fixed threshold")
+    order = np.random.default_rng(seed).permutation(len(frame))
+    detector.fit(frame.iloc[np.sort(order[n_held:])])
+    return detector.calibrate(frame.iloc[np.sort(order[:n_held])], threshold)
+
+
+def score_to_file(detector: TabularDetector, data, out: str | Path, explain: bool = False) -> pd.DataFrame:
+    """The input rows with `score` and `label` columns added (and with `explain`, `top_column`:
+    the column that added most to the row's score), written to `out` (.csv, .tsv or .parquet)
+    through a temporary file, so a failure leaves `out` as it was."""
+    out = Path(out)
+    output_format(out)
+    detector._require_threshold()
+    frame, name = read_table(data)
+    added = [*OUTPUT_COLUMNS, "top_column"] if explain else list(OUTPUT_COLUMNS)
+    taken = [c for c in added if c in frame.columns]
+    if taken:
+        raise DataError(f"{name} already has column(s) {', '.join(taken)}; rename them before scoring")
+    prediction = detector.predict(frame)
+    result = frame.assign(score=prediction.scores, label=prediction.labels)
+    if explain:
+        result["top_column"] = detector.explain(frame).idxmax(axis=1).to_numpy()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
+    os.close(fd)
+    try:
+        write_table(result, Path(tmp))
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return result
+
+
+def drop_columns(frame: pd.DataFrame, drop: list[str] | None, name: str) -> pd.DataFrame:
+    if not drop:
+        return frame
+    unknown = [c for c in drop if c not in frame.columns]
+    if unknown:
+        raise DataError(f"{name}: cannot drop unknown column(s) {', '.join(unknown)}")
+    if len(drop) >= frame.shape[1]:
+        raise DataError(f"{name}: dropping {', '.join(drop)} leaves no column to learn from")
+    return frame.drop(columns=drop)

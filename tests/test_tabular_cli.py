@@ -1,0 +1,149 @@
+"""The `normalcy table` commands as a user runs them: a real process, exit codes, files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "normalcy", *args], capture_output=True, text=True, timeout=300)
+
+
+def rows(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    frame = pd.DataFrame(rng.normal(size=(n, 3)), columns=["a", "b", "c"])
+    frame["kind"] = rng.choice(["x", "y"], size=n)
+    frame["id"] = np.arange(n)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("table")
+    rng = np.random.default_rng(5)
+    rows(rng, 300).to_csv(root / "train.csv", index=False)
+    new = rows(rng, 20)
+    new.loc[0, ["a", "b", "c"]] = 40.0
+    new.loc[1, "kind"] = "never seen"
+    new.to_parquet(root / "new.parquet")
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(files) -> Path:
+    result = run("table", "fit", "--data", str(files / "train.csv"), "--out", str(files / "m"),
+                 "--model", "ecod", "--drop", "id")
+    assert result.returncode == 0, result.stderr
+    return files / "m"
+
+
+def test_fit_writes_a_model_with_a_threshold_and_without_dropped_columns(model):
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["class"] == "normalcy.tabular.ecod.ECOD"
+    assert manifest["threshold"] > 0
+    assert manifest["state"]["encoder"]["columns"] == ["a", "b", "c", "kind"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_score_writes_input_columns_score_and_label(model, files, tmp_path, suffix):
+    out = tmp_path / f"scored{suffix}"
+    result = run("table", "score", str(model), "--data", str(files / "new.parquet"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    scored = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out)
+    new = pd.read_parquet(files / "new.parquet")
+    assert list(scored.columns) == [*new.columns, "score", "label"]
+    pd.testing.assert_frame_equal(scored[new.columns], new, check_dtype=False)
+    threshold = json.loads((model / "manifest.json").read_text())["threshold"]
+    assert (scored["label"] == (scored["score"] >= threshold)).all()
+    assert scored["label"].iloc[0] == 1  # the planted outlier
+    assert scored["score"].iloc[0] == scored["score"].max()
+
+
+def test_explain_names_the_column_to_blame(model, files, tmp_path):
+    out = tmp_path / "explained.csv"
+    result = run("table", "score", str(model), "--data", str(files / "new.parquet"), "--out", str(out), "--explain")
+    assert result.returncode == 0, result.stderr
+    scored = pd.read_csv(out)
+    assert list(scored.columns)[-3:] == ["score", "label", "top_column"]
+    assert scored["top_column"].iloc[1] == "kind"  # the unseen category
+    assert set(scored["top_column"]) <= {"a", "b", "c", "kind"}
+
+
+def test_default_model_is_the_ensemble(files, tmp_path):
+    result = run("table", "fit", "--data", str(files / "train.csv"), "--out", str(tmp_path / "e"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "e" / "manifest.json").read_text())["class"].endswith("Ensemble")
+
+
+def test_benchmark_follows_the_project_convention(tmp_path):
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(200, 4)), rng.normal(size=(10, 4)) + 6])
+    y = np.r_[np.zeros(200), np.ones(10)]
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data" / "1_tiny.npz", X=X, y=y)
+    out = tmp_path / "bench.json"
+    result = run("table", "benchmark", "--data", str(tmp_path / "data"), "--json", str(out),
+                 "--models", "ecod,iforest", "--max-rows", "100")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(out.read_text())
+    assert {"machine", "versions", "records"} <= set(doc)
+    assert [r["detector"] for r in doc["records"]] == ["ecod", "iforest"]
+    for record in doc["records"]:
+        assert {"detector", "dataset", "library", "protocol", "auroc", "auprc", "fit_seconds",
+                "score_seconds"} <= set(record)
+        assert record["dataset"] == "1_tiny" and record["n_rows"] == 100
+        assert record["auroc"] > 0.95
+    assert "| ecod | 1_tiny |" in out.with_suffix(".md").read_text()
+
+
+def _one_clear_line(result: subprocess.CompletedProcess, *words: str) -> None:
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+def test_missing_data_fails_clearly_and_writes_nothing(tmp_path):
+    result = run("table", "fit", "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "m"))
+    _one_clear_line(result, "nope.csv")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_scoring_rows_without_a_fitted_column_fails_clearly(model, files, tmp_path):
+    pd.read_parquet(files / "new.parquet").drop(columns=["kind"]).to_csv(tmp_path / "bad.csv", index=False)
+    out = tmp_path / "o.csv"
+    _one_clear_line(run("table", "score", str(model), "--data", str(tmp_path / "bad.csv"), "--out", str(out)), "kind")
+    assert list(tmp_path.iterdir()) == [tmp_path / "bad.csv"]
+
+
+def test_unknown_output_format_and_model_are_refused(model, files, tmp_path):
+    out = tmp_path / "o.xlsx"
+    _one_clear_line(run("table", "score", str(model), "--data", str(files / "new.parquet"), "--out", str(out)), "o.xlsx")
+    _one_clear_line(run("table", "fit", "--data", str(files / "train.csv"), "--out", str(tmp_path / "m"),
+                        "--model", "magic"), "magic")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_threshold_rules_of_fit(files):
+    from normalcy.core.errors import DataError
+    from normalcy.core.threshold import F1Optimal, FalseAlarmRate, Fixed
+    from normalcy.tabular.workflow import fit_model
+
+    fixed = fit_model(files / "train.csv", "hbos", Fixed(3.0), drop=["id"])
+    assert fixed.threshold_ == 3.0
+    calibrated = fit_model(files / "train.csv", "hbos", FalseAlarmRate(0.1), holdout=0.2, drop=["id"])
+    held = pd.read_csv(files / "train.csv").drop(columns=["id"])  # scores on the held-out rows set it
+    assert 0 < calibrated.threshold_ <= calibrated.score(held).max() + 1e-9
+    with pytest.raises(DataError, match="holdout"):
+        fit_model(files / "train.csv", "hbos", FalseAlarmRate(0.1), holdout=0.0)
+    with pytest.raises(DataError, match="f1"):
+        fit_model(files / "train.csv", "hbos", F1Optimal())
+    with pytest.raises(DataError, match="nope"):
+        fit_model(files / "train.csv", "hbos", Fixed(1.0), drop=["nope"])
