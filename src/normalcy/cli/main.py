@@ -13,12 +13,14 @@ import typer
 
 from normalcy import __version__
 from normalcy.cli.image import app as image_app
+from normalcy.cli.timeseries import app as ts_app
 from normalcy.cli.table import app as table_app
 from normalcy.core.errors import NormalcyError
 
 app = typer.Typer(help="normalcy: learn what normal looks like, flag and localise what is not.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(image_app, name="image")
+app.add_typer(ts_app, name="ts")
 app.add_typer(table_app, name="table")
 
 

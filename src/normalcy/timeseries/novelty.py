@@ -1,0 +1,22 @@
+"""Range novelty: how far a reading lies beyond everything seen in the last `history`
+readings, as a fraction of that range (0 while inside it). A new extreme is what most
+incidents in operational metrics look like at first, and a value, once seen, stops being
+news, so the detector does not keep alarming on a new normal."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normalcy.timeseries.base import TimeSeriesDetector
+
+
+class RangeNovelty(TimeSeriesDetector):
+    def __init__(self, history: int = 8000, likelihood: bool = False, averaging: int = 10,
+                 likelihood_window: int = 2000, warmup: int = 20):
+        super().__init__(history, likelihood, averaging, likelihood_window, warmup)
+
+    def _variable_scores(self, past, x):
+        high, low = past.max(axis=0), past.min(axis=0)
+        # A flat past has range 0: measure the step against the level instead.
+        span = np.maximum(high - low, 1e-6 * (np.abs(high) + 1.0))
+        return np.maximum(np.maximum(x - high, low - x), 0.0) / span
