@@ -81,15 +81,21 @@ def test_default_model_is_the_ensemble(files, tmp_path):
     assert json.loads((tmp_path / "e" / "manifest.json").read_text())["class"].endswith("Ensemble")
 
 
-def test_benchmark_follows_the_project_convention(tmp_path):
+@pytest.fixture(scope="module")
+def bench_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bench")
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(size=(200, 4)), rng.normal(size=(10, 4)) + 6])
     y = np.r_[np.zeros(200), np.ones(10)]
-    (tmp_path / "data").mkdir()
-    np.savez(tmp_path / "data" / "1_tiny.npz", X=X, y=y)
+    np.savez(root / "1_tiny.npz", X=X, y=y)
+    return root
+
+
+def test_benchmark_follows_the_project_convention(bench_data, tmp_path):
     out = tmp_path / "bench.json"
-    result = run("table", "benchmark", "--data", str(tmp_path / "data"), "--json", str(out),
-                 "--models", "ecod,iforest", "--max-rows", "100")
+    result = run("table", "benchmark", "--data", str(bench_data), "--json", str(out),
+                 "--models", "ecod,iforest", "--max-rows", "100", "--libraries", "normalcy",
+                 "--protocol", "unsupervised")
     assert result.returncode == 0, result.stderr
     doc = json.loads(out.read_text())
     assert {"machine", "versions", "records"} <= set(doc)
@@ -98,8 +104,94 @@ def test_benchmark_follows_the_project_convention(tmp_path):
         assert {"detector", "dataset", "library", "protocol", "auroc", "auprc", "fit_seconds",
                 "score_seconds"} <= set(record)
         assert record["dataset"] == "1_tiny" and record["n_rows"] == 100
+        assert record["protocol"] == "unsupervised" and record["library"] == "normalcy"
+        assert record["n_fit_rows"] == record["n_scored_rows"] == 100
         assert record["auroc"] > 0.95
-    assert "| ecod | 1_tiny |" in out.with_suffix(".md").read_text()
+    assert "| unsupervised | normalcy | ecod | 1_tiny |" in out.with_suffix(".md").read_text()
+
+
+def test_benchmark_runs_both_protocols_beside_pyod(bench_data, tmp_path):
+    pytest.importorskip("pyod")
+    out = tmp_path / "bench.json"
+    result = run("table", "benchmark", "--data", str(bench_data), "--json", str(out), "--models", "ensemble,knn")
+    assert result.returncode == 0, result.stderr
+    records = json.loads(out.read_text())["records"]
+    assert {(r["protocol"], r["library"], r["detector"]) for r in records} == {
+        (p, lib, d) for p in ("unsupervised", "semi-supervised")
+        for lib, d in (("normalcy", "ensemble"), ("normalcy", "knn"), ("pyod", "knn"))}
+    semi = [r for r in records if r["protocol"] == "semi-supervised"]
+    # Half of the 200 normal rows are fitted on; the other half and all 10 anomalies are scored.
+    assert all(r["n_fit_rows"] == 100 and r["n_scored_rows"] == 110 for r in semi)
+    knn = {(r["protocol"], r["library"]): r["auroc"] for r in records if r["detector"] == "knn"}
+    assert knn["unsupervised", "normalcy"] == pytest.approx(knn["unsupervised", "pyod"], abs=1e-9)
+    assert "time ours / pyod" in out.with_suffix(".md").read_text()
+
+
+def test_benchmark_refuses_an_unknown_protocol(bench_data, tmp_path):
+    _one_clear_line(run("table", "benchmark", "--data", str(bench_data), "--json", str(tmp_path / "b.json"),
+                        "--protocol", "sideways"), "sideways")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def labelled(files) -> Path:
+    rng = np.random.default_rng(9)
+    frame = rows(rng, 60)
+    frame["y"] = 0
+    frame.loc[:5, ["a", "b"]] = 30.0
+    frame.loc[:5, "y"] = 1
+    frame.to_csv(files / "labelled.csv", index=False)
+    return files / "labelled.csv"
+
+
+def test_evaluate_reports_metrics_that_sklearn_agrees_with(model, labelled, tmp_path):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    out = tmp_path / "metrics.json"
+    result = run("table", "evaluate", str(model), "--data", str(labelled), "--label-column", "y", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(out.read_text())
+    frame = pd.read_csv(labelled)
+    from normalcy.core import load
+
+    detector = load(model)
+    scores = detector.score(frame.drop(columns=["y"]))
+    assert metrics["auroc"] == pytest.approx(roc_auc_score(frame["y"], scores))
+    assert metrics["auprc"] == pytest.approx(average_precision_score(frame["y"], scores))
+    flagged = scores >= detector.threshold_
+    tp = int((flagged & (frame["y"] == 1)).sum())
+    assert metrics["precision"] == pytest.approx(tp / flagged.sum())
+    assert metrics["recall"] == pytest.approx(tp / 6)
+    assert metrics["n_rows"] == 60 and metrics["n_anomalies"] == 6
+    assert 0 < metrics["f1_max"] <= 1 and metrics["seconds"] >= 0
+
+
+def test_evaluate_refuses_bad_input_in_one_line_and_writes_nothing(model, labelled, tmp_path):
+    frame = pd.read_csv(labelled)
+    frame.assign(y=frame["y"].astype(object).where(frame.index != 3, "maybe")).to_csv(tmp_path / "bad.csv", index=False)
+    out = tmp_path / "m.json"
+    _one_clear_line(run("table", "evaluate", str(model), "--data", str(tmp_path / "bad.csv"), "--label-column", "y",
+                        "--json", str(out)), "maybe", "row 3")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("change, word", [
+    (lambda f: f.drop(columns=["y"]), "'y'"),
+    (lambda f: f.assign(y=f["y"].where(f.index != 4, np.nan)), "row 4"),
+    (lambda f: f.assign(y=2), "got 2"),
+    (lambda f: f.assign(y=0), "both"),
+    (lambda f: f.drop(columns=["kind"]), "kind"),
+    (lambda f: f.assign(a=f["a"].astype(object).where(f.index != 2, "ten")), "ten"),
+    (lambda f: f.assign(a=f["a"].where(f.index != 2, np.inf)), "infinity"),
+    (lambda f: f.iloc[:0], "empty"),
+])
+def test_evaluate_names_what_is_wrong_with_the_input(change, word, model, labelled):
+    from normalcy.core import load
+    from normalcy.core.errors import DataError
+    from normalcy.tabular.workflow import evaluate
+
+    with pytest.raises(DataError, match=word):
+        evaluate(load(model), change(pd.read_csv(labelled)), "y")
 
 
 def _one_clear_line(result: subprocess.CompletedProcess, *words: str) -> None:

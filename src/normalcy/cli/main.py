@@ -12,9 +12,12 @@ from pathlib import Path
 import typer
 
 from normalcy import __version__
+from normalcy.cli.events import app as events_app
 from normalcy.cli.image import app as image_app
+from normalcy.cli.logs import app as logs_app
 from normalcy.cli.timeseries import app as ts_app
 from normalcy.cli.table import app as table_app
+from normalcy.cli.text import app as text_app
 from normalcy.core.errors import NormalcyError
 
 app = typer.Typer(help="normalcy: learn what normal looks like, flag and localise what is not.",
@@ -22,6 +25,9 @@ app = typer.Typer(help="normalcy: learn what normal looks like, flag and localis
 app.add_typer(image_app, name="image")
 app.add_typer(ts_app, name="ts")
 app.add_typer(table_app, name="table")
+app.add_typer(text_app, name="text")
+app.add_typer(logs_app, name="logs")
+app.add_typer(events_app, name="events")
 
 
 @app.callback()

@@ -1,4 +1,4 @@
-"""`normalcy table fit | score | benchmark`."""
+"""`normalcy table fit | score | evaluate | benchmark`."""
 
 from __future__ import annotations
 
@@ -38,41 +38,99 @@ def score(
     explain: bool = typer.Option(False, "--explain", help="Add top_column: the column that added most to each row's score."),
 ):
     """Score rows: each gets an anomaly score and a 0/1 label at the model's threshold."""
-    from normalcy.core.errors import ModelFileError
-    from normalcy.core.modelfile import load
-    from normalcy.tabular.base import TabularDetector
     from normalcy.tabular.workflow import score_to_file
 
-    detector = load(model_dir)
-    if not isinstance(detector, TabularDetector):
-        raise ModelFileError(f"{model_dir} holds a {type(detector).__name__}, not a table detector")
-    result = score_to_file(detector, data, out, explain)
+    result = score_to_file(_load_table_model(model_dir), data, out, explain)
     typer.echo(f"{len(result)} rows scored, {int(result['label'].sum())} flagged anomalous; results in {out}")
+
+
+@app.command()
+def evaluate(
+    model_dir: Path = typer.Argument(..., help="Model folder written by `normalcy table fit`."),
+    data: Path = typer.Option(..., "--data", help="Labelled rows: .csv, .tsv or .parquet."),
+    label_column: str = typer.Option(..., "--label-column", help="Column holding 1 (anomaly) or 0 (normal)."),
+    json_path: Path = typer.Option(None, "--json", help="Write the metrics to this JSON file."),
+):
+    """Metrics on labelled rows: AUROC, AUPRC, best F1, and precision/recall at the model's threshold."""
+    import json
+
+    from normalcy.core.benchmark import write_atomic
+    from normalcy.tabular.workflow import evaluate as evaluate_rows
+
+    result = evaluate_rows(_load_table_model(model_dir), data, label_column)
+    result = {"model": str(model_dir), "data": str(data), **result}
+    if json_path is not None:
+        write_atomic(json_path, json.dumps(result, indent=2) + "\n")
+    at = ("no threshold in the model" if result["threshold"] is None else
+          f"at threshold {result['threshold']:.4g}: precision {result['precision']:.4f} recall {result['recall']:.4f}")
+    typer.echo(f"{result['n_rows']} rows ({result['n_anomalies']} anomalies): AUROC {result['auroc']:.4f}  "
+               f"AUPRC {result['auprc']:.4f}  F1-max {result['f1_max']:.4f}; {at}"
+               + (f"; wrote {json_path}" if json_path is not None else ""))
 
 
 @app.command()
 def benchmark(
     data: Path = typer.Option(..., "--data", help="A folder of .npz datasets (arrays X and y), or one .npz file."),
-    json_path: Path = typer.Option(..., "--json", help="JSON results; a Markdown table is written beside it (.md)."),
+    json_path: Path = typer.Option(..., "--json", help="JSON results; a Markdown report is written beside it (.md)."),
     models: str = typer.Option("ensemble,iforest,knn,lof,ecod,copod,hbos,pca", "--models", help="Comma-separated detectors."),
+    protocol: str = typer.Option("both", "--protocol", help="unsupervised, semi-supervised or both."),
+    libraries: str = typer.Option("normalcy,pyod", "--libraries",
+                                  help="normalcy, pyod or both (PyOD's detectors of the same names, side by side)."),
     max_rows: int = typer.Option(10000, "--max-rows", help="Subsample larger datasets to this many rows (0: never)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the subsampling."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the subsampling and of the semi-supervised split."),
+    threads: int = typer.Option(1, "--threads", help="BLAS/OpenMP threads (1 is fastest on small tables; 0: leave as is)."),
 ):
-    """Every detector on every dataset, fitted and scored on all rows: AUROC, AUPRC, seconds."""
+    """Every detector on every dataset: AUROC, AUPRC, fit and score seconds, ours beside PyOD's."""
     from normalcy.core.errors import DataError
     from normalcy.tabular import DETECTORS
-    from normalcy.tabular.benchmark import run
+    from normalcy.tabular.benchmark import PROTOCOLS, run, summary
 
     names = _names(models)
     unknown = [m for m in names if m not in DETECTORS]
     if unknown or not names:
         raise DataError(f"unknown model(s) {', '.join(unknown) or '(none)'}; expected some of {MODELS}")
-    json_out, md_out, records = run(data, names, json_path, max_rows or None, seed)
-    for name in names:
-        mine = [r for r in records if r["detector"] == name]
-        typer.echo(f"{name:9s} mean AUROC {sum(r['auroc'] for r in mine) / len(mine):.4f}  "
-                   f"mean AUPRC {sum(r['auprc'] for r in mine) / len(mine):.4f}  over {len(mine)} datasets")
+    protocols = tuple(PROTOCOLS) if protocol == "both" else (protocol,)
+    if protocols[0] not in PROTOCOLS:
+        raise DataError(f"unknown protocol {protocol!r}; expected unsupervised, semi-supervised or both")
+    with _threads(threads):
+        json_out, md_out, records = run(data, names, json_path, max_rows or None, seed, protocols,
+                                        tuple(_names(libraries)))
+    for (proto, library, name), row in summary(records).items():
+        typer.echo(f"{proto:15s} {library:8s} {name:9s} mean AUROC {_num(row['auroc'])}  mean AUPRC "
+                   f"{_num(row['auprc'])}  fit+score {row['fit_seconds'] + row['score_seconds']:.1f} s  over "
+                   f"{row['n_datasets']} datasets" + (f", failed on {', '.join(row['failed'])}" if row["failed"] else ""))
     typer.echo(f"wrote {json_out} and {md_out}")
+
+
+def _load_table_model(model_dir: Path):
+    from normalcy.core.errors import ModelFileError
+    from normalcy.core.modelfile import load
+    from normalcy.tabular.base import TabularDetector
+
+    detector = load(model_dir)
+    if not isinstance(detector, TabularDetector):
+        raise ModelFileError(f"{model_dir} holds a {type(detector).__name__}, not a table detector")
+    return detector
+
+
+def _threads(n: int):
+    from contextlib import nullcontext
+
+    from threadpoolctl import threadpool_limits
+
+    if n < 0:
+        from normalcy.core.errors import DataError
+
+        raise DataError(f"--threads must be 0 (leave as is) or a positive number, got {n}")
+    if n == 0:
+        return nullcontext()
+    import faiss  # noqa: F401  (loaded first, so that its OpenMP runtime is limited too)
+
+    return threadpool_limits(limits=n)
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _names(text: str) -> list[str]:

@@ -13,21 +13,23 @@ app = typer.Typer(help="Time series: an anomaly score per reading, batch or stre
 TIME = typer.Option(None, "--time-column", help="Timestamp column (default: 'timestamp', 'time', 'date' or a datetime index).")
 COLUMNS = typer.Option(None, "--columns", help="Comma-separated value columns (default: all but time).")
 DUPLICATES = typer.Option("error", "--duplicates", help="Rows sharing a timestamp: error, first, last or mean.")
+PLOT = typer.Option(None, "--plot", help="PNG to write: each variable, the score against the threshold, flagged spans.")
+REPORT = typer.Option(None, "--report", help="Self-contained HTML page: the plot and a table of the flagged spans.")
 
 
 @app.command()
 def fit(
     data: Path = typer.Argument(..., help="Mostly normal series: CSV or Parquet."),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
-    model: str = typer.Option("range-novelty", "--model", help="Detector: range-novelty, rolling-mad or spectral-residual."),
+    model: str = typer.Option("multiscale-novelty", "--model", help="Detector name (see docs/timeseries.md): multiscale-novelty, range-novelty, rolling-mad, spectral-residual, gbt-forecast, matrix-profile, window-pca."),
     history: int = typer.Option(None, "--history", help="Readings the detector remembers (default: the detector's)."),
-    threshold: str = typer.Option("fpr:0.01", "--threshold", help="fpr:RATE (on the last --holdout of the data) or fixed:VALUE."),
+    threshold: str = typer.Option("fpr:0.01", "--threshold", help="fpr:RATE (on the last --holdout of the data; never below the detector's alert level, if it has one) or fixed:VALUE."),
     holdout: float = typer.Option(0.2, "--holdout", help="Fraction at the end of the data whose causal scores set the threshold."),
     time_column: str = TIME, columns: str = COLUMNS, duplicates: str = DUPLICATES,
 ):
     """Learn a series' normal behaviour and set an alert threshold."""
     from normalcy.core.errors import DataError
-    from normalcy.core.threshold import parse_threshold
+    from normalcy.core.threshold import FalseAlarmRate, parse_threshold
     from normalcy.timeseries import DETECTORS, TimeSeries
 
     if model not in DETECTORS:
@@ -39,10 +41,17 @@ def fit(
     if split < 1 or split == len(series):
         raise DataError(f"{data}: {len(series)} readings are too few to hold out {holdout:g} of them")
     detector = DETECTORS[model](**({"history": history} if history else {}))
-    detector.fit(TimeSeries(series.values[:split], series.columns))
-    detector.calibrate_scores(detector.score(series.values[split:]), parse_threshold(threshold))
-    for row in series.values[split:]:  # the saved model goes on from the end of the data
-        detector.learn_one(row)
+    times = series.timestamps if series.timestamps is not None else [None] * len(series)
+    detector.fit(TimeSeries(series.values[:split], series.columns, None if series.timestamps is None else times[:split]))
+    held_out = TimeSeries(series.values[split:], series.columns, None if series.timestamps is None else times[split:])
+    strategy = parse_threshold(threshold)
+    detector.calibrate_scores(detector.score(held_out), strategy)
+    # A quiet hold-out makes fpr:RATE land just above 0; a detector with an alert level in its
+    # own units does not go below it.
+    if isinstance(strategy, FalseAlarmRate) and getattr(detector, "alert_level", None) is not None:
+        detector.threshold_ = max(detector.threshold_, float(detector.alert_level))
+    for row, t in zip(series.values[split:], times[split:]):  # the saved model goes on from the end of the data
+        detector.learn_one(row, t)
     detector.save(out)
     typer.echo(f"saved {model} to {out} (threshold {detector.threshold_:.4f})")
 
@@ -51,51 +60,77 @@ def fit(
 def score(
     model_dir: Path = typer.Argument(..., help="Model folder written by `normalcy ts fit`."),
     data: Path = typer.Argument(..., help="The series that follows the training data."),
-    out: Path = typer.Option(..., "--out", help="CSV to write: time, score, label, top variable."),
+    out: Path = typer.Option(None, "--out", help="CSV to write: time, score, label, top variable."),
+    plot: Path = PLOT, report: Path = REPORT,
     time_column: str = TIME, duplicates: str = DUPLICATES,
 ):
     """Causal scores of a series, with labels at the model's threshold and the variable behind each."""
     import pandas as pd
 
-    from normalcy.core.benchmark import write_atomic
+    from normalcy.core.errors import DataError
+    from normalcy.timeseries.plot import ScoredSeries
 
+    if not (out or plot or report):
+        raise DataError("nothing to write: give --out, --plot or --report")
     detector = _load(model_dir)
     series = _read(data, time_column, ",".join(detector.columns_), duplicates)
     scores, per_variable = detector.score_details(series.values)
     threshold = detector._require_threshold()
     frame = pd.DataFrame({"time": series.index, "score": scores, "label": (scores >= threshold).astype(int),
                           "top_variable": [detector.columns_[j] for j in per_variable.argmax(axis=1)]})
-    write_atomic(out, frame.to_csv(index=False))
-    typer.echo(f"{len(frame)} readings scored, {int(frame.label.sum())} flagged; results in {out}")
+    files = {out: frame.to_csv(index=False)} if out else {}
+    files |= _pictures(ScoredSeries(series, scores, per_variable, threshold), f"{data.name}: {type(detector).__name__}",
+                       {"model": str(model_dir), "data": str(data)}, None, plot, report)
+    _write_all(files)
+    typer.echo(f"{len(frame)} readings scored, {int(frame.label.sum())} flagged; wrote {', '.join(map(str, files))}")
 
 
 @app.command()
 def evaluate(
     model_dir: Path = typer.Argument(..., help="Model folder."),
-    data: Path = typer.Argument(..., help="Labelled series: value columns plus a 0/1 label column."),
-    json_path: Path = typer.Option(..., "--json", help="Where to write the metrics."),
+    data: Path = typer.Argument(..., help="Labelled series: value columns plus a 0/1 label column (or --windows)."),
+    json_path: Path = typer.Option(None, "--json", help="Where to write the metrics."),
+    plot: Path = PLOT, report: Path = REPORT,
     label_column: str = typer.Option("label", "--label-column", help="The 0/1 anomaly label column."),
+    windows_path: Path = typer.Option(None, "--windows", help="Labelled windows instead of a label column: JSON "
+                                      "[[start, end], ...] timestamps, or NAB's combined_windows.json."),
     time_column: str = TIME, duplicates: str = DUPLICATES,
 ):
-    """AUC-PR, VUS-PR and PATE of causal scores against labels."""
+    """AUC-PR, VUS-PR, PATE and event-wise F1 of causal scores against labelled windows."""
     import numpy as np
 
-    from normalcy.core.benchmark import write_atomic
     from normalcy.core.errors import DataError
+    from normalcy.timeseries import metrics as ts_metrics
     from normalcy.timeseries.benchmark import threshold_free
     from normalcy.timeseries.data import load_series
+    from normalcy.timeseries.plot import ScoredSeries
 
+    if not (json_path or plot or report):
+        raise DataError("nothing to write: give --json, --plot or --report")
     detector = _load(model_dir)
-    labels = load_series(data, time_column, [label_column], duplicates, missing="error").values[:, 0]
-    if not np.isin(labels, (0, 1)).all():
-        raise DataError(f"{data}: label column {label_column!r} must hold only 0 and 1")
     series = _read(data, time_column, ",".join(detector.columns_), duplicates)
-    scores = detector.score(series.values)
-    edges = np.flatnonzero(np.diff(np.r_[0, labels, 0]))
-    windows = [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
-    metrics = {"model": str(model_dir), "detector": type(detector).__name__, "data": str(data),
-               **threshold_free([(scores, windows)], probation=0.0), "n_readings": len(scores)}
-    write_atomic(json_path, json.dumps(metrics, indent=2) + "\n")
+    if windows_path is not None:
+        windows = _windows(windows_path, data, series)
+        labels = np.zeros(len(series), dtype=np.int8)
+        for a, b in windows:
+            labels[a : b + 1] = 1
+    else:
+        labels = load_series(data, time_column, [label_column], duplicates, missing="error").values[:, 0]
+        if not np.isin(labels, (0, 1)).all():
+            raise DataError(f"{data}: label column {label_column!r} must hold only 0 and 1")
+        windows = [(a, b - 1) for a, b in ts_metrics.ranges(labels.astype(np.int8))]
+    scores, per_variable = detector.score_details(series.values)
+    threshold = detector._require_threshold()
+    flags = (scores >= threshold).astype(np.int8)
+    metrics = {**threshold_free([(scores, windows)], probation=0.0),
+               "event_f1_at_threshold": ts_metrics.event_f1(labels, flags) if windows else None,
+               "n_windows": len(windows), "n_readings": len(scores)}
+    files = {json_path: json.dumps({"model": str(model_dir), "detector": type(detector).__name__, "data": str(data),
+                                    **metrics}, indent=2) + "\n"} if json_path else {}
+    files |= _pictures(ScoredSeries(series, scores, per_variable, threshold, windows),
+                       f"{data.name}: {type(detector).__name__}", {"model": str(model_dir), "data": str(data)},
+                       metrics, plot, report)
+    _write_all(files)
     typer.echo(", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
 
 
@@ -124,14 +159,14 @@ def stream(model_dir: Path = typer.Argument(..., help="Model folder.")):
 def benchmark(
     data: Path = typer.Option(..., "--data", help="A NAB folder (data/ and labels/combined_windows.json)."),
     json_path: Path = typer.Option(..., "--json", help="JSON results; a Markdown table is written beside it (.md)."),
-    models: str = typer.Option("range-novelty,rolling-mad,spectral-residual", "--models", help="Comma-separated detectors."),
+    models: str = typer.Option(None, "--models", help="Comma-separated detectors (default: all)."),
 ):
     """Every detector causally over NAB: NAB scores (three profiles), AUC-PR, VUS-PR, PATE, speed."""
     from normalcy.core.errors import DataError
     from normalcy.timeseries import DETECTORS
     from normalcy.timeseries.benchmark import run
 
-    names = [m.strip() for m in models.split(",") if m.strip()]
+    names = list(DETECTORS) if models is None else [m.strip() for m in models.split(",") if m.strip()]
     unknown = [m for m in names if m not in DETECTORS]
     if unknown or not names:
         raise DataError(f"unknown model(s) {', '.join(unknown) or '(none)'}; expected some of {', '.join(DETECTORS)}")
@@ -155,3 +190,59 @@ def _load(model_dir: Path):
     if not isinstance(detector, TimeSeriesDetector):
         raise ModelFileError(f"{model_dir} holds a {type(detector).__name__}, not a time-series detector")
     return detector
+
+
+def _pictures(scored, title: str, facts: dict, metrics: dict | None, plot: Path | None, report: Path | None) -> dict:
+    """The PNG and HTML contents asked for, drawn once; written only after everything is ready."""
+    if not (plot or report):
+        return {}
+    from normalcy.timeseries.plot import plot_png
+    from normalcy.timeseries.report import report_html
+
+    png = plot_png(scored, title)
+    return {**({plot: png} if plot else {}), **({report: report_html(scored, title, png, facts, metrics)} if report else {})}
+
+
+def _write_all(files: dict) -> None:
+    from normalcy.core.benchmark import write_atomic
+
+    for path, content in files.items():
+        write_atomic(path, content)
+
+
+def _windows(path: Path, data: Path, series) -> list[tuple[int, int]]:
+    """Inclusive reading indices of the labelled windows in a JSON file: a list of [start, end]
+    timestamps, or NAB's {"dir/file.csv": [[start, end], ...]} looked up by the data's path
+    (or, failing that, by its file name alone)."""
+    import numpy as np
+    import pandas as pd
+
+    from normalcy.core.errors import DataError
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read windows from {path}: {exc}") from exc
+    if isinstance(doc, dict):
+        keys = [k for k in doc if data.as_posix().endswith(k)] or [k for k in doc if Path(k).name == data.name]
+        if not keys:
+            raise DataError(f"{path}: no entry for {data}; its keys are paths such as {next(iter(doc), '(none)')!r}")
+        if len(keys) > 1:
+            raise DataError(f"{path}: more than one entry for {data}: {', '.join(keys)}")
+        doc = doc[keys[0]]
+    if not isinstance(doc, list) or not all(isinstance(w, list) and len(w) == 2 for w in doc):
+        raise DataError(f"{path}: windows must be a list of [start, end] timestamps")
+    if series.timestamps is None:
+        raise DataError(f"{data} has no time column, so the timestamps of the windows in {path} cannot be placed")
+    windows = []
+    for start, end in doc:
+        try:
+            bounds = [pd.Timestamp(v) for v in (start, end)]
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{path}: window [{start!r}, {end!r}] is not two timestamps") from exc
+        bounds = [np.datetime64(t.tz_convert("UTC").tz_localize(None) if t.tzinfo else t, "ns") for t in bounds]
+        a = int(np.searchsorted(series.timestamps, bounds[0], side="left"))
+        b = int(np.searchsorted(series.timestamps, bounds[1], side="right")) - 1
+        if a <= b:  # windows outside the series, or between two readings, hold no reading
+            windows.append((a, b))
+    return windows

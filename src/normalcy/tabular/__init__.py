@@ -1,6 +1,7 @@
 """Tables: a score per row for mixed numeric and categorical columns, and which columns made
 a row anomalous."""
 
+from normalcy.tabular.adapter import Adapter
 from normalcy.tabular.copod import COPOD
 from normalcy.tabular.data import TableEncoder, read_table
 from normalcy.tabular.ecod import ECOD
@@ -13,5 +14,5 @@ from normalcy.tabular.pca import PCA
 
 DETECTORS = {"ensemble": Ensemble, **MEMBERS}
 
-__all__ = ["COPOD", "DETECTORS", "ECOD", "Ensemble", "HBOS", "IsolationForest", "KNN", "LOF", "PCA",
+__all__ = ["Adapter", "COPOD", "DETECTORS", "ECOD", "Ensemble", "HBOS", "IsolationForest", "KNN", "LOF", "PCA",
            "TableEncoder", "read_table"]

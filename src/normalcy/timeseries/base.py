@@ -48,8 +48,8 @@ class TimeSeriesDetector(Detector):
         self._validate()
         self.columns_ = list(series.columns)
         self._reset()
-        for x in series.values:
-            self._step(x, learn=True)
+        for x, t in zip(series.values, _seconds(series)):
+            self._step(x, learn=True, t=t)
         return self
 
     def score(self, X) -> np.ndarray:
@@ -62,7 +62,7 @@ class TimeSeriesDetector(Detector):
         series = self._check_columns(as_series(X))
         saved = self._stream_state()
         try:
-            out = [self._step(x, learn=True) for x in series.values]
+            out = [self._step(x, learn=True, t=t) for x, t in zip(series.values, _seconds(series))]
         finally:
             self._restore_stream(saved)
         scores = np.array([s for s, _ in out], dtype=np.float64)
@@ -75,25 +75,27 @@ class TimeSeriesDetector(Detector):
         self._validate()
         self.columns_ = list(series.columns)
         self._reset()
-        return np.array([self._step(x, learn=True)[0] for x in series.values])
+        return np.array([self._step(x, learn=True, t=t)[0] for x, t in zip(series.values, _seconds(series))])
 
     # --- streaming -----------------------------------------------------------------------------
-    def learn_one(self, x) -> "TimeSeriesDetector":
+    # `t`, the reading's timestamp, matters only to detectors that use the calendar.
+    def learn_one(self, x, t=None) -> "TimeSeriesDetector":
         self._check_fitted("columns_")
-        self._step(self._one(x), learn=True)
+        self._step(self._one(x), learn=True, t=_second(t))
         return self
 
-    def score_one(self, x) -> float:
-        return self.explain_one(x)[0]
+    def score_one(self, x, t=None) -> float:
+        return self.explain_one(x, t)[0]
 
-    def explain_one(self, x) -> tuple[float, dict[str, float]]:
+    def explain_one(self, x, t=None) -> tuple[float, dict[str, float]]:
         """The score of one reading and each variable's raw score, without learning it."""
         self._check_fitted("columns_")
-        score, per_variable = self._step(self._one(x), learn=False)
+        score, per_variable = self._step(self._one(x), learn=False, t=_second(t))
         return score, dict(zip(self.columns_, map(float, per_variable)))
 
     # --- the step ------------------------------------------------------------------------------
-    def _step(self, x: np.ndarray, learn: bool) -> tuple[float, np.ndarray]:
+    def _step(self, x: np.ndarray, learn: bool, t: float = math.nan) -> tuple[float, np.ndarray]:
+        self._now = t  # seconds since the epoch, NaN when the series has no time
         x = np.where(np.isnan(x), self._last, x) if self._count else x
         if np.isnan(x).any():
             raise DataError("the first reading of a stream has a missing value; nothing to carry forward")
@@ -109,6 +111,7 @@ class TimeSeriesDetector(Detector):
             self._count += 1
             if self.likelihood and warm:  # raw scores of the warm-up are placeholders, not data
                 self._push_raw(raw)
+            self._learned()
         return score, per_variable
 
     def _surprise(self, raw: float) -> float:
@@ -181,6 +184,15 @@ class TimeSeriesDetector(Detector):
     def _variable_scores(self, past: np.ndarray, x: np.ndarray) -> np.ndarray:
         """d raw scores of reading x given the past readings (k x d, oldest first)."""
 
+    def _learned(self) -> None:
+        """Called after each reading is learned, for detectors with state beyond the readings
+        (they extend _reset, _stream_state, _get_state and _set_state to match)."""
+
+    def _recent(self) -> np.ndarray:
+        """The remembered readings, oldest first (k x d)."""
+        k = min(self._count, self.history)
+        return np.roll(self._buffer, -(self._count % self.history), axis=0)[self.history - k :]
+
     # --- checks ----------------------------------------------------------------------------------
     def _validate(self) -> None:
         for name in ("history", "averaging", "likelihood_window"):
@@ -211,3 +223,19 @@ class TimeSeriesDetector(Detector):
         if a.size != len(self.columns_):
             raise DataError(f"a reading needs {len(self.columns_)} value(s) ({', '.join(self.columns_)}), got {a.size}")
         return a
+
+
+def _seconds(series: TimeSeries) -> np.ndarray:
+    """Each reading's time in seconds since the epoch, NaN where the series has no time."""
+    if series.timestamps is None:
+        return np.full(len(series), math.nan)
+    return series.timestamps.astype("datetime64[ns]").astype(np.int64) / 1e9
+
+
+def _second(t) -> float:
+    if t is None:
+        return math.nan
+    try:
+        return float(np.datetime64(t, "ns").astype(np.int64)) / 1e9
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"a reading's time must be a timestamp, got {t!r}") from exc

@@ -18,6 +18,7 @@ from sklearn.metrics import average_precision_score
 from normalcy.core.benchmark import write_results
 from normalcy.core.progress import progress
 from normalcy.timeseries import metrics
+from normalcy.timeseries.data import TimeSeries
 from normalcy.timeseries.nab import PROBATION, load_corpus, nab_scores, probation_length
 
 PACKAGES = ("numpy", "scipy", "pandas", "scikit-learn")
@@ -44,7 +45,7 @@ def evaluate_detector(name: str, corpus, params: dict) -> dict:
     for f in progress(corpus, desc=name, unit="file"):
         detector = cls(**{k: v for k, v in params.items() if k in accepted})
         start = time.perf_counter()
-        scores = detector.score_causal(f.values)
+        scores = detector.score_causal(TimeSeries(f.values[:, None], ["value"], f.timestamps))
         seconds += time.perf_counter() - start
         runs.append((scores, f.windows))
     nab = nab_scores(runs)

@@ -16,7 +16,12 @@ class RangeNovelty(TimeSeriesDetector):
         super().__init__(history, likelihood, averaging, likelihood_window, warmup)
 
     def _variable_scores(self, past, x):
-        high, low = past.max(axis=0), past.min(axis=0)
-        # A flat past has range 0: measure the step against the level instead.
-        span = np.maximum(high - low, 1e-6 * (np.abs(high) + 1.0))
-        return np.maximum(np.maximum(x - high, low - x), 0.0) / span
+        return range_excess(past, x)
+
+
+def range_excess(past: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """How far each of x lies beyond the range of its column of past, as a fraction of it."""
+    high, low = past.max(axis=0), past.min(axis=0)
+    # A flat past has range 0: measure the step against the level instead.
+    span = np.maximum(high - low, 1e-6 * (np.abs(high) + 1.0))
+    return np.maximum(np.maximum(x - high, low - x), 0.0) / span
