@@ -161,7 +161,7 @@ def test_a_model_file_with_a_negative_pair_weight_is_refused(ape, tmp_path):
     arrays["ape.weights"] = -np.abs(arrays["ape.weights"]) - 1.0
     save_file(arrays, str(path / "arrays.safetensors"))
     manifest = json.loads((path / "manifest.json").read_text())
-    manifest["arrays_sha256"] = modelfile._sha256(path / "arrays.safetensors")
+    manifest["arrays_sha256"] = modelfile.sha256_file(path / "arrays.safetensors")
     manifest["manifest_sha256"] = modelfile._manifest_digest(manifest)
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelFileError, match="non-negative"):

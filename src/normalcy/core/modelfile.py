@@ -55,7 +55,7 @@ def save(detector: Detector, path: str | Path) -> Path:
             "params": detector.get_params(deep=False),
             "threshold": detector.threshold_,
             "state": meta,
-            "arrays_sha256": _sha256(tmp / ARRAYS),
+            "arrays_sha256": sha256_file(tmp / ARRAYS),
         }
         manifest["manifest_sha256"] = _manifest_digest(manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
@@ -75,7 +75,7 @@ def load(path: str | Path) -> Detector:
     arrays_file = path / ARRAYS
     if not arrays_file.is_file():
         raise ModelFileError(f"{path} has no {ARRAYS}")
-    if _sha256(arrays_file) != manifest.get("arrays_sha256"):
+    if sha256_file(arrays_file) != manifest.get("arrays_sha256"):
         raise ModelFileError(f"{arrays_file} does not match its checksum: the file was changed or damaged")
     try:
         arrays = load_file(str(arrays_file))
@@ -141,7 +141,7 @@ def _manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def _sha256(file: Path) -> str:
+def sha256_file(file: Path) -> str:
     digest = hashlib.sha256()
     with open(file, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -3,8 +3,6 @@ evaluate against labels. Outputs appear whole or not at all."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,8 @@ from normalcy.core.results import Prediction
 from normalcy.core.threshold import F1Optimal, Fixed, ThresholdStrategy
 from normalcy.events.base import EventDetector
 from normalcy.events.data import read_events
-from normalcy.tabular.data import output_format, write_table
+from normalcy.tabular.data import output_format
+from normalcy.tabular.workflow import write_table_atomic
 
 MODELS = ("ape", "frequency", "frequency-pairs")
 OUTPUT_COLUMNS = ("score", "label", "least_compatible")
@@ -71,15 +70,7 @@ def score_to_file(detector: EventDetector, data, out: str | Path) -> pd.DataFram
     pair = detector.explain_frame(frame, name)
     least = (pair.type_a + "=" + pair.entity_a.astype(str) + " | " + pair.type_b + "=" + pair.entity_b.astype(str))
     result = frame.assign(score=prediction.scores, label=prediction.labels, least_compatible=least.to_numpy())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    try:
-        write_table(result, Path(tmp))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_table_atomic(result, out)
     return result
 
 

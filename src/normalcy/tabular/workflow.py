@@ -65,16 +65,21 @@ def score_to_file(detector: TabularDetector, data, out: str | Path, explain: boo
     result = frame.assign(score=prediction.scores, label=prediction.labels)
     if explain:
         result["top_column"] = detector.explain(frame).idxmax(axis=1).to_numpy()
+    write_table_atomic(result, out)
+    return result
+
+
+def write_table_atomic(frame: pd.DataFrame, out: Path) -> None:
+    """Write `frame` to `out` (.csv, .tsv or .parquet) through a temporary sibling file."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
     os.close(fd)
     try:
-        write_table(result, Path(tmp))
+        write_table(frame, Path(tmp))
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return result
 
 
 def drop_columns(frame: pd.DataFrame, drop: list[str] | None, name: str) -> pd.DataFrame:

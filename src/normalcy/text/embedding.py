@@ -23,7 +23,6 @@ of words longer than that.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import warnings
 from abc import ABC, abstractmethod
@@ -36,6 +35,7 @@ import torch
 from torch import nn
 
 from normalcy.core.errors import DataError, ModelFileError
+from normalcy.core.modelfile import sha256_file
 from normalcy.core.progress import progress
 
 DEFAULT = "all-MiniLM-L6-v2"
@@ -335,15 +335,7 @@ def _read_weights(folder: Path) -> tuple[dict, str]:
         raise ModelFileError(f"cannot read weights {file}: {exc}") from exc
     if not isinstance(weights, dict):
         raise ModelFileError(f"{file} does not hold a state dict of tensors")
-    return weights, _sha256(file)
-
-
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return weights, sha256_file(file)
 
 
 def _read_json(file: Path) -> dict:
