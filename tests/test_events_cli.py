@@ -148,4 +148,4 @@ def test_table_model_is_refused_by_events_score(files, tmp_path):
 
     HBOS().fit(np.random.default_rng(0).normal(size=(50, 2))).save(tmp_path / "t")
     result = run("score", str(tmp_path / "t"), "--data", str(files / "new.csv"), "--out", str(tmp_path / "o.csv"))
-    assert result.returncode == 2 and "not an event detector" in result.stderr
+    assert result.returncode == 2 and "expected a model of kind EventDetector" in result.stderr

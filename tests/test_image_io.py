@@ -16,6 +16,7 @@ from normalcy.image.io import (
     IMAGE_SUFFIXES,
     MAX_PIXELS,
     SkippedImageWarning,
+    decode_image,
     list_images,
     load_images,
     read_image,
@@ -186,6 +187,16 @@ def test_truncated_png_raises_data_error_naming_file(tmp_path):
     with pytest.raises(DataError) as info:
         read_image(path)
     assert str(path) in str(info.value)
+
+
+def test_decoded_bytes_equal_the_file_and_errors_name_the_given_name(tmp_path):
+    path = _noise_png(tmp_path / "a.png")
+    data = path.read_bytes()
+    np.testing.assert_array_equal(decode_image(data, "cell 3"), read_image(path))
+    with pytest.raises(DataError, match="cell 3"):
+        decode_image(data[: len(data) // 2], "cell 3")
+    with pytest.raises(DataError, match=r"cell 4 is 64x64 .*max_pixels=100"):
+        decode_image(data, "cell 4", max_pixels=100)
 
 
 def test_non_image_with_png_suffix_raises_data_error(tmp_path):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -450,3 +452,14 @@ def test_patchcore_memory_bank_with_nan_is_rejected(tmp_path, fitted):
     _rewrite_manifest(path, arrays_sha256=sha)
     with pytest.raises(ModelFileError, match="NaN"):
         modelfile.load(path)
+
+
+def test_saved_model_folder_gets_the_usual_permissions(tmp_path):
+    # mkdtemp makes its folder 0700; a model folder must be readable by whoever the umask allows
+    # (a server or Spark executors running as another user).
+    old = os.umask(0o022)
+    try:
+        path = _fitted_mean().save(tmp_path / "m.model")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755

@@ -75,10 +75,12 @@ def test_explain_names_the_column_to_blame(model, files, tmp_path):
     assert set(scored["top_column"]) <= {"a", "b", "c", "kind"}
 
 
-def test_default_model_is_the_ensemble(files, tmp_path):
-    result = run("table", "fit", "--data", str(files / "train.csv"), "--out", str(tmp_path / "e"))
+@pytest.mark.parametrize("flags, expected", [([], "Ensemble"), (["--clean"], "Nearest"),
+                                             (["--clean", "--model", "lof"], "LOF")])
+def test_default_model_is_the_ensemble_or_with_clean_rows_the_nearest_distance(files, tmp_path, flags, expected):
+    result = run("table", "fit", "--data", str(files / "train.csv"), "--out", str(tmp_path / "e"), *flags)
     assert result.returncode == 0, result.stderr
-    assert json.loads((tmp_path / "e" / "manifest.json").read_text())["class"].endswith("Ensemble")
+    assert json.loads((tmp_path / "e" / "manifest.json").read_text())["class"].endswith("." + expected)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import norm
 from safetensors.numpy import load_file, save_file
 from sklearn.ensemble import IsolationForest as SkIsolationForest
 from sklearn.metrics import roc_auc_score
@@ -298,6 +299,29 @@ def test_ensemble_members_can_be_chosen(data):
     ensemble = Ensemble(members=["lof", "copod"]).fit(train)
     assert [type(m) for m in ensemble.members_] == [LOF, COPOD]
     assert roc_auc_score(labels, ensemble.score(test)) >= 0.95
+
+
+def test_ensemble_is_the_mean_of_member_scores_in_training_median_and_iqr_units(data):
+    train, test, _ = data
+    expected = []
+    for member in (LOF(), COPOD()):  # fitted on their own, standardised here by hand
+        member.fit(train)
+        on_train = member.score(train)
+        q1, median, q3 = np.percentile(on_train, [25, 50, 75])
+        expected.append((member.score(test) - median) / (q3 - q1))
+    ensemble = Ensemble(members=["lof", "copod"]).fit(train)
+    np.testing.assert_allclose(ensemble.score(test), np.mean(expected, axis=0), rtol=1e-9)
+
+
+def test_nearest_scores_the_distance_to_the_closest_training_row():
+    rng = np.random.default_rng(3)
+    train, probe = rng.normal(size=(40, 3)), rng.normal(size=(7, 3))
+    detector = DETECTORS["nearest"]().fit(train)
+    # The encoder scales each column by the training rows' interquartile range as a standard deviation.
+    q1, q3 = np.percentile(train, [25, 75], axis=0)
+    scale = (q3 - q1) / (2 * norm.ppf(0.75))
+    distances = np.linalg.norm((probe[:, None, :] - train[None]) / scale, axis=2)
+    np.testing.assert_allclose(detector.score(probe), distances.min(axis=1), rtol=1e-4)
 
 
 # --- model files ----------------------------------------------------------------------------

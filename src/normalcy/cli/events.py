@@ -82,14 +82,9 @@ def benchmark(
 
 
 def _load(model_dir: Path):
-    from normalcy.core.errors import ModelFileError
-    from normalcy.core.modelfile import load
     from normalcy.events.base import EventDetector
 
-    detector = load(model_dir)
-    if not isinstance(detector, EventDetector):
-        raise ModelFileError(f"{model_dir} holds a {type(detector).__name__}, not an event detector")
-    return detector
+    return EventDetector.load(model_dir)
 
 
 def _names(text: str) -> list[str]:

@@ -115,12 +115,8 @@ def benchmark(
 
 
 def _load(model_dir: Path, threads: int | None):
-    from normalcy.core.errors import ModelFileError
-    from normalcy.core.modelfile import load
     from normalcy.image.base import ImageDetector
 
-    detector = load(model_dir)
-    if not isinstance(detector, ImageDetector):
-        raise ModelFileError(f"{model_dir} holds a {type(detector).__name__}, not an image detector")
+    detector = ImageDetector.load(model_dir)
     detector.num_threads = threads
     return detector

@@ -142,11 +142,6 @@ def _model(model: str, log_format: str, group_by: str | None, window: str | None
 
 
 def _load(model_dir: Path):
-    from normalcy.core.errors import ModelFileError
-    from normalcy.core.modelfile import load
     from normalcy.logs.model import LogModel
 
-    model = load(model_dir)
-    if not isinstance(model, LogModel):
-        raise ModelFileError(f"{model_dir} holds a {type(model).__name__}, not a log model")
-    return model
+    return LogModel.load(model_dir)

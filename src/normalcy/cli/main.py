@@ -15,6 +15,8 @@ from normalcy import __version__
 from normalcy.cli.events import app as events_app
 from normalcy.cli.image import app as image_app
 from normalcy.cli.logs import app as logs_app
+from normalcy.cli.serve import serve, serve_bench
+from normalcy.cli.spark import app as spark_app
 from normalcy.cli.timeseries import app as ts_app
 from normalcy.cli.table import app as table_app
 from normalcy.cli.text import app as text_app
@@ -28,6 +30,9 @@ app.add_typer(table_app, name="table")
 app.add_typer(text_app, name="text")
 app.add_typer(logs_app, name="logs")
 app.add_typer(events_app, name="events")
+app.add_typer(spark_app, name="spark")
+app.command("serve")(serve)
+app.command("serve-bench")(serve_bench)
 
 
 @app.callback()

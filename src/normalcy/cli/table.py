@@ -8,14 +8,15 @@ import typer
 
 app = typer.Typer(help="Tables: a score per row for numeric and categorical columns.", no_args_is_help=True)
 
-MODELS = "ensemble, iforest, knn, lof, ecod, copod, hbos, pca"
+MODELS = "ensemble, nearest, iforest, knn, lof, ecod, copod, hbos, pca"
 
 
 @app.command()
 def fit(
     data: Path = typer.Option(..., "--data", help="Normal rows: a .csv, .tsv or .parquet file."),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
-    model: str = typer.Option("ensemble", "--model", help=f"Detector: {MODELS}."),
+    model: str = typer.Option(None, "--model", help=f"Detector: {MODELS} (default: ensemble, or nearest with --clean)."),
+    clean: bool = typer.Option(False, "--clean", help="Every row is known to be normal: the default becomes nearest."),
     threshold: str = typer.Option("fpr:0.01", "--threshold", help="fpr:RATE (on held-out rows) or fixed:VALUE."),
     holdout: float = typer.Option(0.1, "--holdout", help="Fraction of rows held out to set the threshold."),
     drop: str = typer.Option("", "--drop", help="Comma-separated columns to leave out (ids, labels)."),
@@ -23,8 +24,10 @@ def fit(
 ):
     """Learn what normal rows look like."""
     from normalcy.core.threshold import parse_threshold
+    from normalcy.tabular import DEFAULT, DEFAULT_CLEAN
     from normalcy.tabular.workflow import fit_model
 
+    model = model or (DEFAULT_CLEAN if clean else DEFAULT)
     detector = fit_model(data, model, parse_threshold(threshold), holdout, _names(drop), seed)
     detector.save(out)
     typer.echo(f"saved {model} on {len(detector.columns)} columns to {out} (threshold {detector.threshold_:.4f})")
@@ -72,7 +75,7 @@ def evaluate(
 def benchmark(
     data: Path = typer.Option(..., "--data", help="A folder of .npz datasets (arrays X and y), or one .npz file."),
     json_path: Path = typer.Option(..., "--json", help="JSON results; a Markdown report is written beside it (.md)."),
-    models: str = typer.Option("ensemble,iforest,knn,lof,ecod,copod,hbos,pca", "--models", help="Comma-separated detectors."),
+    models: str = typer.Option("ensemble,nearest,iforest,knn,lof,ecod,copod,hbos,pca", "--models", help="Comma-separated detectors."),
     protocol: str = typer.Option("both", "--protocol", help="unsupervised, semi-supervised or both."),
     libraries: str = typer.Option("normalcy,pyod", "--libraries",
                                   help="normalcy, pyod or both (PyOD's detectors of the same names, side by side)."),
@@ -103,14 +106,9 @@ def benchmark(
 
 
 def _load_table_model(model_dir: Path):
-    from normalcy.core.errors import ModelFileError
-    from normalcy.core.modelfile import load
     from normalcy.tabular.base import TabularDetector
 
-    detector = load(model_dir)
-    if not isinstance(detector, TabularDetector):
-        raise ModelFileError(f"{model_dir} holds a {type(detector).__name__}, not a table detector")
-    return detector
+    return TabularDetector.load(model_dir)
 
 
 def _threads(n: int):

@@ -110,12 +110,8 @@ def benchmark(
 
 
 def _load(model_dir: Path, threads: int):
-    from normalcy.core.errors import ModelFileError
-    from normalcy.core.modelfile import load
     from normalcy.text.detector import TextDetector
 
-    detector = load(model_dir)
-    if not isinstance(detector, TextDetector):
-        raise ModelFileError(f"{model_dir} holds a {type(detector).__name__}, not a text detector")
+    detector = TextDetector.load(model_dir)
     detector.threads = threads
     return detector

@@ -182,14 +182,9 @@ def _read(data: Path, time_column, columns, duplicates):
 
 
 def _load(model_dir: Path):
-    from normalcy.core.errors import ModelFileError
-    from normalcy.core.modelfile import load
     from normalcy.timeseries.base import TimeSeriesDetector
 
-    detector = load(model_dir)
-    if not isinstance(detector, TimeSeriesDetector):
-        raise ModelFileError(f"{model_dir} holds a {type(detector).__name__}, not a time-series detector")
-    return detector
+    return TimeSeriesDetector.load(model_dir)
 
 
 def _pictures(scored, title: str, facts: dict, metrics: dict | None, plot: Path | None, report: Path | None) -> dict:

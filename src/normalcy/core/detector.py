@@ -67,7 +67,7 @@ class Detector(BaseEstimator):
 
         detector = modelfile.load(path)
         if not isinstance(detector, cls):
-            raise ModelFileError(f"{path} holds a {type(detector).__name__}, not a {cls.__name__}")
+            raise ModelFileError(f"{path} holds a {type(detector).__name__}; expected a model of kind {cls.__name__}")
         return detector
 
     # --- state hooks for the model-file format -------------------------------------------

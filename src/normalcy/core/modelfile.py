@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from normalcy import __version__
+from normalcy.core.benchmark import current_umask
 from normalcy.core.detector import REGISTRY, Detector, class_path
 from normalcy.core.errors import ModelFileError, NormalcyError
 
@@ -45,6 +46,7 @@ def save(detector: Detector, path: str | Path) -> Path:
     arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; others (Spark executors, a server) may read
     try:
         save_file(arrays, str(tmp / ARRAYS))
         manifest = {

@@ -21,6 +21,7 @@ only detected while `PIL.ImageFile.LOAD_TRUNCATED_IMAGES` is False (Pillow's def
 from __future__ import annotations
 
 import contextlib
+import io
 import struct
 import warnings
 from collections.abc import Iterable, Iterator
@@ -206,6 +207,24 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     with _open_decoded(path, max_pixels) as img:
         array = _to_rgb_uint8(img, path)
     return np.ascontiguousarray(array)
+
+
+def decode_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Encoded image bytes (PNG, JPEG, ...) -> H x W x 3 uint8, with `read_image`'s checks and
+    conversions; `name` (a request field, a table cell) stands for the file in its errors."""
+    with _open_decoded(_NamedBytes(data, name), max_pixels) as img:
+        return np.ascontiguousarray(_to_rgb_uint8(img, name))
+
+
+class _NamedBytes(io.BytesIO):
+    """Bytes that Pillow reads as a file and errors name as `name`."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.label = name
+
+    def __str__(self) -> str:
+        return self.label
 
 
 def _mask_nonzero(img: Image.Image) -> np.ndarray:

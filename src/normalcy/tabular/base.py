@@ -48,6 +48,25 @@ class TabularDetector(Detector):
         self._check_fitted("encoder_")
         return list(self.encoder_.columns_)
 
+    # --- matrix API: for features that are already numbers (e.g. text embeddings) -------------
+    def fit_matrix(self, Z: np.ndarray) -> "TabularDetector":
+        """Learn from a numeric rows x features matrix as it is, with no table encoder."""
+        self._fit_matrix(np.asarray(Z, dtype=np.float64))
+        return self
+
+    def score_matrix(self, Z: np.ndarray) -> np.ndarray:
+        """One score per row of a matrix laid out as the one given to `fit_matrix`."""
+        return self._score_matrix(np.asarray(Z, dtype=np.float64))
+
+    def matrix_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """The learned arrays and metadata of a `fit_matrix` fit, for a caller's model file."""
+        return self._matrix_state()
+
+    def set_matrix_state(self, arrays: dict[str, np.ndarray], meta: dict, n_features: int) -> "TabularDetector":
+        """Restore what `matrix_state` returned; ModelFileError on anything unexpected."""
+        self._set_matrix_state(arrays, meta, n_features)
+        return self
+
     # --- hooks (abstract, so that only concrete detectors can be named in a model file) ------
     @abstractmethod
     def _fit_matrix(self, Z: np.ndarray) -> None:

@@ -32,6 +32,7 @@ import numpy as np
 from normalcy.core import metrics
 from normalcy.core.benchmark import machine_info, markdown, versions, write_atomic
 from normalcy.core.errors import DataError
+from normalcy.tabular import DEFAULT, DEFAULT_CLEAN
 
 PACKAGES = ("numpy", "scipy", "scikit-learn", "faiss-cpu", "pandas", "pyod", "numba")
 COLUMNS = ["protocol", "library", "detector", "dataset", "auroc", "auprc", "fit_seconds", "score_seconds",
@@ -40,6 +41,9 @@ PROTOCOLS = {
     "unsupervised": "fit on all rows without labels, score the same rows (ADBench)",
     "semi-supervised": "fit on a seeded random half of the normal rows, score the other half and every anomaly",
 }
+# What `normalcy table fit` picks: its default when training rows may hold anomalies, and with
+# --clean, when they are known to be normal.
+PROTOCOL_DEFAULTS = {"unsupervised": DEFAULT, "semi-supervised": DEFAULT_CLEAN}
 LIBRARIES = ("normalcy", "pyod")
 NORMAL_FRACTION = 0.5  # of the normal rows, fitted on under the semi-supervised protocol
 
@@ -240,10 +244,11 @@ def report(doc: dict) -> str:
                       f"mean absolute {np.mean(np.abs(diffs)):.4f}; total seconds ours {shared_ours:.1f}, "
                       f"pyod {shared_theirs:.1f} (ratio {shared_ours / shared_theirs:.2f})"]
             best = max((v["auroc"], k[2]) for k, v in table.items() if k[0] == protocol and k[1] == "pyod")
-            default = table.get((protocol, "normalcy", "ensemble"))
+            name = PROTOCOL_DEFAULTS[protocol]
+            default = table.get((protocol, "normalcy", name))
             if default:
-                lines.append(f"- our default (ensemble) mean AUROC {default['auroc']:.4f}; best single PyOD "
-                             f"detector {best[1]} {best[0]:.4f}")
+                lines.append(f"- our default for this protocol ({name}) mean AUROC {default['auroc']:.4f}; best "
+                             f"single PyOD detector {best[1]} {best[0]:.4f}")
         lines += ["", f"AUROC per dataset ({protocol}):", ""]
         columns = [(lib, name) for name in names for lib in LIBRARIES
                    if (protocol, lib, name) in table]

@@ -199,9 +199,12 @@ def _numeric(series: pd.Series, column: str, name: str) -> np.ndarray:
     if pd.api.types.is_bool_dtype(series.dtype):
         raise DataError(f"{name}: column {column!r} holds true/false values but the model expects numbers")
     values = pd.to_numeric(series, errors="coerce")
-    bad = values.isna() & series.notna() & (series.astype(str).str.strip() != "")
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
+    # Only the values that failed to parse are looked at as text (blank text is a missing value):
+    # turning a whole numeric column into text costs more than all the rest of scoring.
+    suspect = np.flatnonzero((values.isna() & series.notna()).to_numpy())
+    bad = suspect[(series.iloc[suspect].astype(str).str.strip() != "").to_numpy()]
+    if len(bad):
+        row = int(bad[0])
         raise DataError(f"{name}: column {column!r} has a non-numeric value {series.iloc[row]!r} at row {row}")
     out = values.to_numpy(dtype=np.float64, na_value=np.nan)
     if np.isinf(out).any():

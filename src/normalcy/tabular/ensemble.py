@@ -1,7 +1,10 @@
 """The default table detector: several detectors of different kinds, each score
-standardised by the mean and spread of that detector's scores on the training rows, then
-averaged. Different detectors miss different anomalies (density, distance, tails, linear
-structure), so the average is steadier across datasets than any one of them.
+standardised by the median and interquartile range of that detector's scores on the training
+rows, then averaged. Different detectors miss different anomalies (density, distance, tails,
+linear structure), so the average is steadier across datasets than any one of them. The median
+and IQR, unlike the mean and standard deviation, are not set by the few anomalies among the
+training rows: on ADBench they raised the mean AUROC from 0.775 to 0.782 with anomalies among
+the training rows and from 0.837 to 0.846 without (docs/tabular.md).
 
 The default members are iforest, knn, ecod, hbos and pca; on a one-column table pca, which
 needs two, is left out. `members` names others.
@@ -47,9 +50,12 @@ class Ensemble(TabularDetector):
         for member in self.members_:
             member._fit_matrix(Z)
         train = np.stack([member._score_matrix(Z) for member in self.members_])
-        self.center_ = train.mean(axis=1)
-        spread = train.std(axis=1)
-        self.spread_ = np.where(spread > 0, spread, 1.0)  # a member that scores all rows alike adds 0
+        self.center_ = np.median(train, axis=1)
+        q1, q3 = np.percentile(train, [25, 75], axis=1)
+        # Scores that are mostly one value (an IQR of 0) fall back to the standard deviation;
+        # a member that scores every row alike adds 0.
+        spread = np.where(q3 > q1, q3 - q1, train.std(axis=1))
+        self.spread_ = np.where(spread > 0, spread, 1.0)
 
     def _score_matrix(self, Z):
         self._check_fitted("members_")

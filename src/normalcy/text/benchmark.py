@@ -95,10 +95,10 @@ def run(data: str | Path, detectors: list[str], json_path: str | Path, train_fra
         options = {"n_neighbors": N_NEIGHBORS} if name == "knn" else {}
         detector = DETECTORS[name](**options)
         start = time.perf_counter()
-        detector._fit_matrix(E_train)
+        detector.fit_matrix(E_train)
         fit_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        scores = detector._score_matrix(E_test)
+        scores = detector.score_matrix(E_test)
         score_seconds = time.perf_counter() - start
         records.append(_record(f"minilm+{name}", y_test, scores, train_embed_seconds + fit_seconds,
                                test_embed_seconds + score_seconds, test_embed_seconds, common))

@@ -55,7 +55,7 @@ class TextDetector(Detector):
         detector = self._new_detector()
         embedder = get_embedder(self.embedder, self.max_tokens, self.batch_size, self.threads)
         embeddings = embedder.embed(kept).astype(np.float64)
-        detector._fit_matrix(embeddings)
+        detector.fit_matrix(embeddings)
         self.embedder_, self.detector_, self.dim_ = embedder, detector, embeddings.shape[1]
         self.n_empty_skipped_ = len(texts) - len(kept)
         self.train_texts_ = kept if self.model == "knn" else None
@@ -69,15 +69,15 @@ class TextDetector(Detector):
         return self.embedder_.embed(_as_texts(X)).astype(np.float64)
 
     def score(self, X: Sequence[str]) -> np.ndarray:
-        return self.detector_._score_matrix(self.embed(X))
+        return self.detector_.score_matrix(self.embed(X))
 
     def score_with_evidence(self, X: Sequence[str]) -> tuple[np.ndarray, list[str] | None]:
         """Scores, and for kNN the nearest training text of each (None for other models)."""
         embeddings = self.embed(X)
-        scores = self.detector_._score_matrix(embeddings)
+        scores = self.detector_.score_matrix(embeddings)
         if self.train_texts_ is None:
             return scores, None
-        _, neighbours = self.detector_._search(embeddings)
+        _, neighbours = self.detector_.neighbours(embeddings)
         return scores, [self.train_texts_[i] for i in neighbours[:, 0]]
 
     def save(self, path: str | Path) -> Path:
@@ -100,7 +100,7 @@ class TextDetector(Detector):
     # --- model file ----------------------------------------------------------------------
     def _get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         self._check_fitted("detector_")
-        arrays, meta = self.detector_._matrix_state()
+        arrays, meta = self.detector_.matrix_state()
         if self.train_texts_ is not None:
             encoded = [t.encode("utf-8", errors="surrogatepass") for t in self.train_texts_]
             arrays = {**arrays, TEXTS_KEY: np.frombuffer(b"".join(encoded), dtype=np.uint8),
@@ -118,7 +118,7 @@ class TextDetector(Detector):
         except DataError as exc:
             raise ModelFileError(f"model parameters: {exc}") from exc
         own = {k: v for k, v in arrays.items() if k not in (TEXTS_KEY, OFFSETS_KEY)}
-        detector._set_matrix_state(own, meta.get("detector", {}), dim)
+        detector.set_matrix_state(own, meta.get("detector", {}), dim)
         texts = None
         if self.model == "knn":
             texts = _decode_texts(arrays, len(detector.train_))

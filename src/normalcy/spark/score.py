@@ -1,0 +1,205 @@
+"""Scoring a Spark DataFrame with a fitted model folder, row by row, with the same results as
+scoring in-process.
+
+The driver reads the model once to check the DataFrame against it (a missing or wrongly typed
+column, or a model without a threshold, fails before any task runs), then ships the folder to
+the executors once with `SparkContext.addFile` (or, with ``ship=False``, every executor reads it
+from the same shared path). Each Python worker loads it once and keeps it for every batch and
+every later task, keyed by the folder and its manifest checksum. Batches arrive as Arrow record
+batches through `mapInPandas` and go through the modality's own reader and encoder, so there is
+no second copy of the encoding logic to drift from the local one.
+
+What is scored, by the kind of model:
+- table detectors: the columns the model was fitted on (others pass through), as
+  `normalcy table score`;
+- event detectors: the entity columns the model was fitted on;
+- image detectors: one column of image file paths (string) or encoded image files (binary);
+- text detectors: one string column.
+Time-series models score whole series in order, not independent rows: see `score_per_group`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from normalcy.core.detector import Detector
+from normalcy.core.errors import DataError
+from normalcy.core.modelfile import load, read_manifest
+from normalcy.core.results import Prediction
+
+OUTPUT_COLUMNS = ("score", "label")
+IMAGE_BATCH = 32  # images decoded and scored together inside one Arrow batch
+
+# Worker side: models loaded in this Python process, by (where, manifest checksum).
+_MODELS: dict[tuple[str, str], Detector] = {}
+# Driver side: model folders already shipped, by (Spark application, manifest checksum).
+_SHIPPED: dict[tuple[str, str], str] = {}
+
+
+def score(df, model_dir: str | Path, column: str | None = None, ship: bool = True, threads: int = 1):
+    """`df` with `score` (double) and `label` (tinyint, 1 = anomalous at the model's threshold)
+    added; lazy, like any Spark transformation. `column` names the image or text column (default
+    ``image``, ``path`` or ``text``, whichever exists). `threads` caps BLAS/OpenMP/torch threads in
+    each worker (Spark already runs one worker per core)."""
+    from pyspark.sql.types import ByteType, DoubleType, StructField, StructType
+
+    model_dir = Path(model_dir)
+    digest = read_manifest(model_dir)["manifest_sha256"]
+    detector = load(model_dir)
+    kind = modality(detector)
+    detector._require_threshold()
+    column = check_schema(df.schema, detector, kind, column)
+    where = _ship(df.sparkSession, model_dir, digest) if ship else str(model_dir.resolve())
+    schema = StructType([*df.schema.fields, StructField("score", DoubleType()), StructField("label", ByteType())])
+    return df.mapInPandas(partial(_score_batches, where, ship, digest, kind, column, threads), schema)
+
+
+def modality(detector: Detector) -> str:
+    """Which reader scores this detector's rows: table, events, image or text."""
+    from normalcy.tabular.base import TabularDetector
+
+    if isinstance(detector, TabularDetector):
+        return "table"
+    module = type(detector).__module__
+    for kind in ("events", "image", "text"):
+        if module.startswith(f"normalcy.{kind}."):
+            return kind
+    if module.startswith("normalcy.timeseries."):
+        raise DataError(f"{type(detector).__name__} is a time-series model: it scores whole series in time "
+                        "order, not independent rows; use normalcy.spark.score_per_group")
+    raise DataError(f"{type(detector).__name__} models cannot be scored on Spark yet")
+
+
+def check_schema(schema, detector: Detector, kind: str, column: str | None) -> str | None:
+    """Fail on the driver, naming the column, when the DataFrame cannot be scored by the model;
+    returns the image/text column to read."""
+    from pyspark.sql.types import BinaryType, BooleanType, NumericType, StringType
+
+    types = {f.name: f.dataType for f in schema.fields}
+    taken = [c for c in OUTPUT_COLUMNS if c in types]
+    if taken:
+        raise DataError(f"input already has column(s) {', '.join(taken)}; rename them before scoring")
+
+    def need(name: str, allowed: tuple, what: str) -> None:
+        if name not in types:
+            raise DataError(f"input has no column {name!r}, which the model needs; columns are {', '.join(types)}")
+        if not isinstance(types[name], allowed):
+            raise DataError(f"input column {name!r} has type {types[name].simpleString()}; the model expects {what}")
+
+    if kind == "table":
+        for name, numeric in zip(detector.encoder_.columns_, (k == "numeric" for k in detector.encoder_.kinds_)):
+            if numeric:
+                need(name, (NumericType,), "numbers")
+            else:
+                need(name, (StringType, BooleanType), "categories (strings or booleans)")
+        return None
+    if kind == "events":
+        for name in detector.columns_:
+            need(name, (StringType, NumericType, BooleanType), "entity values")
+        return None
+    if column is None:
+        defaults = ("image", "path") if kind == "image" else ("text",)
+        column = next((c for c in defaults if c in types), defaults[0])
+    if kind == "image":
+        need(column, (StringType, BinaryType), "image file paths (string) or encoded image files (binary)")
+    else:
+        need(column, (StringType,), "text (string)")
+    return column
+
+
+def _ship(spark, model_dir: Path, digest: str) -> str:
+    """Add the model folder to the job's files once per application; returns its name there. The
+    copy is named by its checksum, so two models called `model` do not collide."""
+    sc = spark.sparkContext
+    key = (sc.applicationId, digest)
+    if key not in _SHIPPED:
+        name = f"normalcy-model-{digest[:16]}"
+        staging = Path(tempfile.mkdtemp(prefix="normalcy-spark-"))
+        atexit.register(shutil.rmtree, staging, True)  # Spark reads it until the application ends
+        shutil.copytree(model_dir, staging / name)
+        sc.addFile(str(staging / name), recursive=True)
+        _SHIPPED[key] = name
+    return _SHIPPED[key]
+
+
+def worker_model(where: str, shipped: bool, digest: str, threads: int) -> Detector:
+    """The model, loaded once per Python worker process."""
+    key = (where, digest)
+    if key not in _MODELS:
+        if shipped:
+            from pyspark import SparkFiles
+
+            path = SparkFiles.get(where)
+        else:
+            path = where
+        limit_threads(threads)
+        detector = load(path)
+        for attribute in ("num_threads", "threads"):  # image and text detectors run torch
+            if threads and hasattr(detector, attribute):
+                setattr(detector, attribute, threads)
+        _MODELS[key] = detector
+    return _MODELS[key]
+
+
+def limit_threads(threads: int) -> None:
+    """Cap BLAS and OpenMP threads for the rest of this worker process."""
+    if not threads:
+        return
+    from threadpoolctl import threadpool_limits
+
+    try:
+        import faiss  # noqa: F401  (loaded first, so that its OpenMP runtime is capped too)
+    except ImportError:
+        pass
+    threadpool_limits(limits=threads)
+
+
+def _score_batches(where, shipped, digest, kind, column, threads, batches):
+    detector = worker_model(where, shipped, digest, threads)
+    for frame in batches:
+        if len(frame) == 0:
+            continue
+        prediction = Prediction.from_scores(_SCORERS[kind](detector, frame, column), detector.threshold_)
+        yield frame.assign(score=prediction.scores, label=prediction.labels)
+
+
+def _score_table(detector, frame, column):
+    return detector.score(frame)
+
+
+def _score_events(detector, frame, column):
+    return detector.score_frame(frame, "Spark batch")
+
+
+def _score_text(detector, frame, column):
+    texts = frame[column]
+    if texts.isna().any():
+        raise DataError(f"column {column!r} has a missing text at batch row {int(np.flatnonzero(texts.isna())[0])}")
+    return detector.score(texts.tolist())
+
+
+def _score_image(detector, frame, column):
+    items = frame[column].tolist()
+    scores = [detector.score([_image(item) for item in items[i : i + IMAGE_BATCH]])
+              for i in range(0, len(items), IMAGE_BATCH)]
+    return np.concatenate(scores)
+
+
+def _image(item) -> np.ndarray:
+    """An image from its path or its encoded bytes, through the file reader's checks."""
+    from normalcy.image.io import decode_image, read_image
+
+    if item is None:
+        raise DataError("an image cell is missing (null)")
+    if isinstance(item, str):
+        return read_image(item)
+    return decode_image(bytes(item), "binary image cell")
+
+
+_SCORERS = {"table": _score_table, "events": _score_events, "text": _score_text, "image": _score_image}
