@@ -4,33 +4,22 @@ process to check the whole path from the shell."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from unittest import mock
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from normalcy.cli.main import main
+from clirunner import run_in_process
 
 
 def run(*args: str) -> SimpleNamespace:
     """`normalcy events ARGS` through the CLI's entry point: returncode, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with mock.patch.object(sys, "argv", ["normalcy", "events", *args]), \
-            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code or 0
-    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+    return run_in_process("events", *args)
 
 
 def events(rng: np.random.Generator, n: int) -> pd.DataFrame:

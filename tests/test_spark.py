@@ -8,13 +8,9 @@ rows, generated here."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import sys
 from pathlib import Path
 from types import SimpleNamespace
-from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -24,6 +20,7 @@ pytest.importorskip("pyspark")
 pytestmark = [pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning"),
               pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]
 
+from clirunner import run_in_process  # noqa: E402
 from normalcy.core.errors import DataError, ModelFileError  # noqa: E402
 from normalcy.core.threshold import FalseAlarmRate, parse_threshold  # noqa: E402
 from normalcy.spark import fit_per_group, score, score_per_group, session  # noqa: E402
@@ -59,16 +56,7 @@ def table_model(tmp_path_factory):
 
 
 def run_cli(*args: str) -> SimpleNamespace:
-    from normalcy.cli.main import main
-
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    with mock.patch.object(sys, "argv", ["normalcy", "spark", *args]), \
-            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code or 0
-    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+    return run_in_process("spark", *args)
 
 
 # --- row scoring -------------------------------------------------------------------------------
