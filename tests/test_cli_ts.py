@@ -11,29 +11,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from metric_frames import metric_frame
+
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "normalcy", "ts", *args], capture_output=True, text=True,
                           timeout=120, input=stdin)
 
 
-def _frame(n=400, spike_at=None, seed=0):
-    rng = np.random.default_rng(seed)
-    t = pd.date_range("2024-01-01", periods=n, freq="5min")
-    cpu = 50 + 5 * np.sin(np.arange(n) / 10) + rng.normal(size=n)
-    mem = 30 + rng.normal(size=n)
-    label = np.zeros(n, dtype=int)
-    if spike_at is not None:
-        mem[spike_at] += 40
-        label[spike_at - 2 : spike_at + 3] = 1
-    return pd.DataFrame({"timestamp": t, "cpu": cpu, "mem": mem, "label": label})
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("ts")
-    _frame().drop(columns="label").to_csv(root / "train.csv", index=False)
-    test = _frame(200, spike_at=150, seed=1)
+    metric_frame().drop(columns="label").to_csv(root / "train.csv", index=False)
+    test = metric_frame(200, spike_at=150, seed=1)
     test["timestamp"] += pd.Timedelta(days=2)
     test.to_csv(root / "test.csv", index=False)
     model = root / "m.model"
@@ -94,10 +84,10 @@ def test_bad_input_fails_clearly_and_writes_nothing(files, tmp_path):
 
 def test_benchmark_on_a_tiny_nab_folder(tmp_path):
     for name in ("a/one.csv", "a/two.csv"):
-        frame = _frame(300, spike_at=200)[["timestamp", "mem"]].rename(columns={"mem": "value"})
+        frame = metric_frame(300, spike_at=200)[["timestamp", "mem"]].rename(columns={"mem": "value"})
         (tmp_path / "data" / "a").mkdir(parents=True, exist_ok=True)
         frame.to_csv(tmp_path / "data" / name, index=False)
-    t = _frame(300).timestamp.astype(str)
+    t = metric_frame(300).timestamp.astype(str)
     (tmp_path / "labels").mkdir()
     (tmp_path / "labels" / "combined_windows.json").write_text(json.dumps(
         {"a/one.csv": [[t[190], t[210]]], "a/two.csv": []}))

@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from metric_frames import metric_frame
+
 from normalcy.core.errors import DataError
 from normalcy.timeseries.data import TimeSeries
 from normalcy.timeseries.plot import ScoredSeries, chosen_variables, decimate, flagged_spans, plot_png
@@ -156,18 +158,6 @@ def test_report_lists_the_spans_strongest_first():
 # --- the CLI --------------------------------------------------------------------------------
 
 
-def _frame(n, spike_at=None, seed=0, start="2024-01-01"):
-    rng = np.random.default_rng(seed)
-    cpu = 50 + 5 * np.sin(np.arange(n) / 10) + rng.normal(size=n)
-    mem = 30 + rng.normal(size=n)
-    label = np.zeros(n, dtype=int)
-    if spike_at is not None:
-        mem[spike_at] += 40
-        label[spike_at - 2 : spike_at + 3] = 1
-    return pd.DataFrame({"timestamp": pd.date_range(start, periods=n, freq="5min"), "cpu": cpu, "mem": mem,
-                         "label": label})
-
-
 def cli(*args):
     from normalcy.cli.main import app
 
@@ -177,9 +167,9 @@ def cli(*args):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("tsplot")
-    _frame(300).drop(columns="label").to_csv(root / "train.csv", index=False)
+    metric_frame(300).drop(columns="label").to_csv(root / "train.csv", index=False)
     (root / "sub").mkdir()
-    _frame(200, spike_at=150, seed=1, start="2024-01-03").to_csv(root / "sub" / "test.csv", index=False)
+    metric_frame(200, spike_at=150, seed=1, start="2024-01-03").to_csv(root / "sub" / "test.csv", index=False)
     result = cli("fit", root / "train.csv", "--out", root / "m.model", "--columns", "cpu,mem", "--model", "range-novelty",
                  "--history", "100")
     assert result.exit_code == 0, result.output
@@ -219,7 +209,7 @@ def test_evaluate_report_with_nab_style_windows(files, tmp_path):
 
 def test_bad_input_writes_nothing(files, tmp_path):
     bad = tmp_path / "bad.csv"
-    frame = _frame(50)
+    frame = metric_frame(50)
     frame["mem"] = frame["mem"].astype(object)
     frame.loc[10, "mem"] = "oops"
     frame.to_csv(bad, index=False)

@@ -28,30 +28,12 @@ def fit(
     time_column: str = TIME, columns: str = COLUMNS, duplicates: str = DUPLICATES,
 ):
     """Learn a series' normal behaviour and set an alert threshold."""
-    from normalcy.core.errors import DataError
-    from normalcy.core.threshold import FalseAlarmRate, parse_threshold
-    from normalcy.timeseries import DETECTORS, TimeSeries
+    from normalcy.core.threshold import parse_threshold
+    from normalcy.timeseries.workflow import fit_model
 
-    if model not in DETECTORS:
-        raise DataError(f"unknown model {model!r}; expected one of {', '.join(DETECTORS)}")
-    if not 0.0 < holdout < 1.0:
-        raise DataError(f"--holdout must be in (0, 1), got {holdout}")
     series = _read(data, time_column, columns, duplicates)
-    split = int(len(series) * (1 - holdout))
-    if split < 1 or split == len(series):
-        raise DataError(f"{data}: {len(series)} readings are too few to hold out {holdout:g} of them")
-    detector = DETECTORS[model](**({"history": history} if history else {}))
-    times = series.timestamps if series.timestamps is not None else [None] * len(series)
-    detector.fit(TimeSeries(series.values[:split], series.columns, None if series.timestamps is None else times[:split]))
-    held_out = TimeSeries(series.values[split:], series.columns, None if series.timestamps is None else times[split:])
-    strategy = parse_threshold(threshold)
-    detector.calibrate_scores(detector.score(held_out), strategy)
-    # A quiet hold-out makes fpr:RATE land just above 0; a detector with an alert level in its
-    # own units does not go below it.
-    if isinstance(strategy, FalseAlarmRate) and getattr(detector, "alert_level", None) is not None:
-        detector.threshold_ = max(detector.threshold_, float(detector.alert_level))
-    for row, t in zip(series.values[split:], times[split:]):  # the saved model goes on from the end of the data
-        detector.learn_one(row, t)
+    detector = fit_model(series, model, parse_threshold(threshold), holdout,
+                         {"history": history} if history else None, name=str(data))
     detector.save(out)
     typer.echo(f"saved {model} to {out} (threshold {detector.threshold_:.4f})")
 

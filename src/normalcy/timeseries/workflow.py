@@ -1,5 +1,5 @@
-"""The time-series fit job shared by surfaces that fit many series (Spark's fit-per-group):
-learn a series and set its alert threshold from the causal scores of its last readings."""
+"""The time-series fit job behind `normalcy ts fit` and Spark's fit-per-group: learn a series
+and set its alert threshold from the causal scores of its last readings."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from normalcy.timeseries.data import TimeSeries
 
 
 def fit_model(series: TimeSeries, model: str, threshold: ThresholdStrategy, holdout: float = 0.2,
-              params: dict | None = None) -> TimeSeriesDetector:
+              params: dict | None = None, name: str = "the series") -> TimeSeriesDetector:
     """A detector that has learned all of `series`, with its threshold set from the scores of the
     last `holdout` fraction as they were seen (causally, before each was learned).
 
@@ -23,11 +23,12 @@ def fit_model(series: TimeSeries, model: str, threshold: ThresholdStrategy, hold
         raise DataError(f"holdout must be in (0, 1), got {holdout}")
     split = int(len(series) * (1 - holdout))
     if split < 1 or split == len(series):
-        raise DataError(f"{len(series)} readings are too few to hold out {holdout:g} of them")
+        raise DataError(f"{name}: {len(series)} readings are too few to hold out {holdout:g} of them")
     detector = DETECTORS[model](**(params or {}))
     scores = detector.score_causal(series)
     detector.calibrate_scores(scores[split:], threshold)
-    # As `normalcy ts fit`: a detector with an alert level in its own units never goes below it.
+    # A quiet hold-out makes fpr:RATE land just above 0; a detector with an alert level in its
+    # own units does not go below it.
     if isinstance(threshold, FalseAlarmRate) and getattr(detector, "alert_level", None) is not None:
         detector.threshold_ = max(detector.threshold_, float(detector.alert_level))
     return detector
