@@ -1,10 +1,5 @@
-"""Shared fixtures: tiny synthetic texture images and image detectors fitted on them once.
-
-Normal images are smooth grey noise around mid-grey; a defect is a saturated 16 x 16 square
-pasted well inside the frame (rows and columns 16..32 of a 64 x 64 image), where every
-detector both ranks and localises it reliably. Everything is generated with numpy from fixed
-seeds; nothing is read from disk.
-"""
+"""Shared fixtures: tiny synthetic texture images (tests/contract_image.py) and image
+detectors built through the registry and fitted on them once per session."""
 
 from __future__ import annotations
 
@@ -12,25 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from scipy.ndimage import gaussian_filter
 
-IMAGE_SIZE = 64
-SQUARE = 16
-
-
-def texture(rng: np.random.Generator, size: int = IMAGE_SIZE) -> np.ndarray:
-    """One normal image: smooth Gaussian noise around grey, H x W x 3 uint8."""
-    noise = gaussian_filter(rng.normal(size=(size, size)), 2, mode="wrap")
-    grey = np.clip(128 + 25 * noise / noise.std(), 0, 255)
-    return np.repeat(grey[..., None], 3, axis=2).astype(np.uint8)
-
-
-def paste_square(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-    """A copy of `image` with a white SQUARE x SQUARE patch; returns it and the top-left corner."""
-    row, col = (int(v) for v in rng.integers(16, 33, 2))
-    out = image.copy()
-    out[row : row + SQUARE, col : col + SQUARE] = 255
-    return out, (row, col)
+from contract_image import IMAGE_SIZE, PARAMS, SQUARE, paste_square, texture  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -62,16 +40,10 @@ def image_data() -> ImageData:
 
 
 def make_detector(name: str, **kwargs):
-    from normalcy.image import GaussianAD, PaDiM, PatchCore
+    """The registered image detector `name` with the fast test settings (contract_image.PARAMS)."""
+    from normalcy.core.registry import build
 
-    common = dict(image_size=IMAGE_SIZE, num_threads=2)
-    if name == "patchcore":
-        return PatchCore(coreset_ratio=0.25, **{**common, **kwargs})
-    if name == "padim":
-        return PaDiM(**{**common, **kwargs})
-    if name == "gaussian":
-        return GaussianAD(**{**common, **kwargs})
-    raise AssertionError(name)
+    return build("image", name, {**PARAMS[name], **kwargs})
 
 
 @pytest.fixture(scope="session")

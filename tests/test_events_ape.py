@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from normalcy.core.checks import assert_same_scores
 from normalcy.core.errors import DataError, ModelFileError
 from normalcy.core.metrics import auroc
 from normalcy.core.modelfile import load
@@ -37,24 +38,33 @@ def data():
 
 @pytest.fixture(scope="module")
 def ape(data):
-    return APE(epochs=15, random_state=0).fit(data[0])
+    return APE(epochs=15, seed=0).fit(data[0])
 
 
 def test_ape_ranks_cross_team_events_above_normal_ones_where_marginal_frequency_cannot(ape, data):
     _, test, y = data
-    assert auroc(y, ape.score(test)) > 0.97
+    assert auroc(y, ape.decision_function(test)) > 0.97
     # Every entity of an anomaly is as common as in normal events: frequencies see nothing.
-    assert auroc(y, Frequency().fit(data[0]).score(test)) < 0.7
+    assert auroc(y, Frequency().fit(data[0]).decision_function(test)) < 0.7
 
 
 def test_explanation_names_the_planted_incompatible_pair(ape, data):
     _, test, y = data
-    pair = ape.explain(test[y == 1])
-    named = {frozenset(p) for p in zip(pair.type_a, pair.type_b)}
-    # The host is the only entity from another team, so the worst pair involves it.
-    assert all("host" in p for p in named)
-    hosts = np.where(pair.type_a == "host", pair.entity_a, pair.entity_b)
-    assert list(hosts) == list(test[y == 1].host)
+    explanation = ape.explain(test[y == 1])
+    assert explanation.parts == ("user~host", "user~proc", "host~proc")
+    # The host is the only entity from another team, so the pair most to blame involves it ...
+    assert all("host" in top[0] for top in explanation.top())
+    # ... and the evidence names it with its entities, e.g. "user=u1.3 | host=h2.0".
+    for reasons, host in zip(explanation.evidence, test[y == 1].host):
+        assert len(reasons) == 1 and f"host={host}" in reasons[0]
+    np.testing.assert_allclose(explanation.scores, ape.decision_function(test[y == 1]))
+
+
+def test_contributions_are_how_much_less_compatible_than_usual_each_pair_is(ape, data):
+    test = data[1].head(6)
+    terms = ape._explain_encoded(ape.encoder_.transform(test))
+    expected = ape._explain_encoded(ape.encoder_.transform(data[0])).mean(axis=0) - terms
+    np.testing.assert_allclose(ape.explain(test).contributions, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_pair_weights_stay_non_negative_even_when_a_pair_of_types_carries_no_structure():
@@ -62,7 +72,7 @@ def test_pair_weights_stay_non_negative_even_when_a_pair_of_types_carries_no_str
     frame = events(rng, 400)
     frame["noise"] = rng.choice([f"n{i}" for i in range(20)], size=len(frame))  # independent of all
     # At this step size the unprojected weights of the noise column's pairs go below zero.
-    detector = APE(epochs=5, learning_rate=0.3, random_state=1).fit(frame)
+    detector = APE(epochs=5, learning_rate=0.3, seed=1).fit(frame)
     assert detector.weights_.shape == (6,)
     assert (detector.weights_ >= 0).all()
     assert (detector.weights_ == 0).any()  # a pair of types dropped out rather than counted against
@@ -75,7 +85,7 @@ def test_scores_are_minus_the_weighted_sum_of_pairwise_dot_products(ape, data):
     for row in codes:
         v = [ape.embeddings_[j][c] for j, c in enumerate(row)]
         expected.append(-sum(w * v[i] @ v[j] for w, (i, j) in zip(ape.weights_, [(0, 1), (0, 2), (1, 2)])))
-    np.testing.assert_allclose(ape.score(test), expected, rtol=1e-12)
+    np.testing.assert_allclose(ape.decision_function(test), expected, rtol=1e-12)
 
 
 def test_nce_gradients_match_finite_differences():
@@ -115,21 +125,21 @@ def test_unseen_entity_scores_exactly_like_a_rare_one_and_the_unseen_slot_is_tra
     rng = np.random.default_rng(5)
     frame = events(rng, 500)
     frame.loc[:9, "user"] = [f"rare{i}" for i in range(10)]  # each seen once: below min_count=1
-    detector = APE(epochs=10, random_state=0).fit(frame)
+    detector = APE(epochs=10, seed=0).fit(frame)
     assert "rare0" not in detector.encoder_.vocab_[0]
     assert np.abs(detector.embeddings_[0][0]).sum() > 0  # learned from the rare users
     probe = frame.iloc[[0, 0]].copy()
     probe.loc[:, "user"] = ["rare0", "never-seen-user"]
-    scores = detector.score(probe)
+    scores = detector.decision_function(probe)
     assert np.isfinite(scores).all() and scores[0] == scores[1]
 
 
 def test_same_seed_same_model_other_seed_other_model(data):
-    a = APE(epochs=3, random_state=4).fit(data[0])
-    b = APE(epochs=3, random_state=4).fit(data[0])
-    c = APE(epochs=3, random_state=5).fit(data[0])
-    np.testing.assert_array_equal(a.score(data[1]), b.score(data[1]))
-    assert not np.array_equal(a.score(data[1]), c.score(data[1]))
+    a = APE(epochs=3, seed=4).fit(data[0])
+    b = APE(epochs=3, seed=4).fit(data[0])
+    c = APE(epochs=3, seed=5).fit(data[0])
+    np.testing.assert_array_equal(a.decision_function(data[1]), b.decision_function(data[1]))
+    assert not np.array_equal(a.decision_function(data[1]), c.decision_function(data[1]))
 
 
 def test_training_loss_falls(ape):
@@ -137,15 +147,17 @@ def test_training_loss_falls(ape):
 
 
 @pytest.mark.parametrize("make", [lambda: None, lambda: Frequency(), lambda: Frequency(pairs=True)])
-def test_reloaded_model_gives_identical_scores_and_explanations(make, ape, data, tmp_path):
+def test_reloaded_model_gives_the_same_scores_and_explanations(make, ape, data, tmp_path):
     detector = make() or ape
     if detector is not ape:
         detector.fit(data[0])
-    detector.threshold_ = 1.5
+    detector.set_threshold(1.5)
     loaded = load(detector.save(tmp_path / "m"))
     assert type(loaded) is type(detector) and loaded.threshold_ == 1.5
-    np.testing.assert_array_equal(loaded.score(data[1]), detector.score(data[1]))
-    pd.testing.assert_frame_equal(loaded.explain(data[1]), detector.explain(data[1]))
+    assert_same_scores(loaded.decision_function(data[1]), detector.decision_function(data[1]))
+    again, before = loaded.explain(data[1]), detector.explain(data[1])
+    assert_same_scores(again.contributions, before.contributions, "contributions")
+    assert again.evidence == before.evidence and again.parts == before.parts
     assert loaded.encoder_.vocab_ == detector.encoder_.vocab_
 
 
@@ -168,7 +180,35 @@ def test_a_model_file_with_a_negative_pair_weight_is_refused(ape, tmp_path):
         load(path)
 
 
-@pytest.mark.parametrize("params", [{"dim": 0}, {"epochs": 1.5}, {"learning_rate": 0}, {"min_count": -1}])
+@pytest.mark.parametrize("params", [{"dim": 0}, {"epochs": 1.5}, {"learning_rate": 0}, {"min_count": -1},
+                                    {"l2": float("nan")}, {"seed": -1}, {"columns": 3}])
 def test_bad_parameters_are_clear_errors(params, data):
     with pytest.raises(DataError):
         APE(**params).fit(data[0])
+
+
+def test_the_registry_names_the_event_detectors_and_builds_them_with_checked_parameters():
+    from normalcy.core.registry import build, detectors
+
+    assert detectors("events") == {"ape": APE, "frequency": Frequency}
+    assert build("events", "frequency", {"pairs": True}).pairs is True
+    with pytest.raises(DataError, match="random_state"):  # the old name of `seed`
+        build("events", "ape", {"random_state": 1})
+
+
+def test_a_lone_surrogate_is_a_clear_error_naming_column_and_row(ape):
+    frame = pd.DataFrame({"user": ["u0.1", "\ud800"], "host": ["h0.1", "h0.2"], "proc": ["p0.0", "p0.1"]},
+                         dtype=object)
+    with pytest.raises(DataError, match=r"column 'user' at row 1 .*not valid Unicode"):
+        ape.decision_function(frame)
+
+
+def test_detectors_work_in_scikit_learn_model_selection(data):
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    _, test, y = data
+    folds = StratifiedKFold(2, shuffle=True, random_state=0)
+    search = GridSearchCV(Frequency(), {"pairs": [False, True]}, cv=folds).fit(test, y)
+    # Pairs see the cross-team combinations, single entities cannot (AUROC about 0.5).
+    marginal, pairs = search.cv_results_["mean_test_score"]
+    assert search.best_params_ == {"pairs": True} and pairs > marginal + 0.2, (marginal, pairs)

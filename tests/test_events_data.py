@@ -62,7 +62,7 @@ def test_bad_training_tables_are_clear_errors(frame, message):
 def test_missing_column_at_score_time_names_it():
     detector = Frequency().fit(TRAIN)
     with pytest.raises(DataError, match="missing entity column.*host"):
-        detector.score(TRAIN[["user"]])
+        detector.decision_function(TRAIN[["user"]])
 
 
 def test_marginal_frequency_score_matches_hand_computation():
@@ -71,7 +71,7 @@ def test_marginal_frequency_score_matches_hand_computation():
     expected = [-(math.log(4 / 9) + math.log(3 / 8)),       # ann, h2
                 -(math.log(1 / 9) + math.log(1 / 8))]       # unseen user, unseen host
     new = pd.DataFrame({"user": ["ann", "dee"], "host": ["h2", "h7"]})
-    np.testing.assert_allclose(detector.score(new), expected)
+    np.testing.assert_allclose(detector.decision_function(new), expected)
 
 
 def test_pairwise_frequency_score_matches_hand_computation():
@@ -79,10 +79,11 @@ def test_pairwise_frequency_score_matches_hand_computation():
     # 4 user codes x 3 host codes = 12 cells; (ann, h1) seen twice, (bob, h1) never.
     new = pd.DataFrame({"user": ["ann", "bob"], "host": ["h1", "h1"]})
     expected = [-math.log(2.5 / (5 + 0.5 * 12)), -math.log(0.5 / (5 + 0.5 * 12))]
-    np.testing.assert_allclose(detector.score(new), expected)
+    np.testing.assert_allclose(detector.decision_function(new), expected)
     # The explanation subtracts the training average: (ann, h1) x 2 at 2.5, three pairs at 1.5.
     center = (2 * math.log(2.5 / 11) + 3 * math.log(1.5 / 11)) / 5
-    assert detector.explain(new).pair_term.tolist() == pytest.approx([-s - center for s in expected])
+    # A contribution is how far below that average the pair's term is.
+    assert detector.explain(new).contributions[:, 0].tolist() == pytest.approx([center + s for s in expected])
 
 
 def test_injection_adds_never_seen_pairs_of_real_entities_at_the_rate():
@@ -100,3 +101,20 @@ def test_injection_adds_never_seen_pairs_of_real_entities_at_the_rate():
         assert any((i, j, event[i], event[j]) not in seen for i, j in combinations(range(3), 2))
     normal = test[labels == 0]
     assert len(normal.merge(frame.drop_duplicates())) == len(normal)  # untouched real events
+
+
+def test_a_lone_surrogate_in_a_request_is_a_request_error_not_a_crash():
+    from normalcy.events.serving import EventCodec
+    from normalcy.serve.codec import Limits, RequestError, parse_inputs
+
+    codec = EventCodec(Frequency().fit(TRAIN).set_threshold(1.0), Limits())
+
+    def body(hosts):
+        return {"inputs": [{"name": "user", "datatype": "BYTES", "shape": [2], "data": ["ann", "bob"]},
+                           {"name": "host", "datatype": "BYTES", "shape": [2], "data": hosts}]}
+
+    good = parse_inputs(body(["h1", "h2"]), codec.inputs, codec.limits)
+    assert len(codec.predict(codec.decode(good, {}), {})[0].data) == 2
+    # JSON's "\ud800" decodes to a lone surrogate; it raised UnicodeEncodeError (HTTP 500) before.
+    with pytest.raises(RequestError, match="input 'host': element 1 is not valid text"):
+        parse_inputs(body(["h1", "\ud800"]), codec.inputs, codec.limits)

@@ -14,7 +14,6 @@ from normalcy.image.datasets import (
     ImageSample,
     load_dataset,
     load_mask_for,
-    train_validation_split,
 )
 from normalcy.image.io import read_image
 
@@ -235,30 +234,3 @@ def test_load_mask_for_unreadable_mask_raises(tmp_path):
     with pytest.raises(DataError, match="m.png"):
         load_mask_for(ImageSample(image_path, 1, "x", mask_path), (12, 16))
 
-
-# --- split -----------------------------------------------------------------------------
-
-
-def test_train_validation_split_deterministic_and_disjoint():
-    paths = [Path(f"img_{i:02d}.png") for i in range(20)]
-    fit, hold = train_validation_split(paths, 0.25, seed=3)
-    again = train_validation_split(paths, 0.25, seed=3)
-    assert (fit, hold) == again
-    assert len(hold) == 5 and len(fit) == 15
-    assert set(fit).isdisjoint(hold) and set(fit) | set(hold) == set(paths)
-    assert fit == sorted(fit) and hold == sorted(hold)  # input order kept
-    other_fit, other_hold = train_validation_split(paths, 0.25, seed=4)
-    assert other_hold != hold
-
-
-def test_train_validation_split_edges():
-    paths = [Path("a.png"), Path("b.png"), Path("c.png")]
-    assert train_validation_split(paths, 0.0) == (paths, [])
-    fit, hold = train_validation_split(paths, 0.01)
-    assert len(hold) == 1 and len(fit) == 2
-    fit, hold = train_validation_split(paths, 0.99)
-    assert len(fit) == 1 and len(hold) == 2
-    with pytest.raises(DataError, match="fraction"):
-        train_validation_split(paths, 1.0)
-    with pytest.raises(DataError, match="no paths"):
-        train_validation_split([], 0.2)

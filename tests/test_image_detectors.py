@@ -2,11 +2,14 @@
 
 Fixtures in conftest.py: `image_data` (64 x 64 smooth-noise images; defects are a white
 16 x 16 square pasted inside the frame) and `fitted(name)` (a detector fitted once per session).
+The contract every detector keeps (clone, save/load, hostile input ...) is checked in
+tests/test_contract.py with tests/contract_image.py; here is what is particular to images.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import numpy as np
@@ -16,9 +19,11 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from normalcy.core import modelfile
-from normalcy.core.errors import DataError, NotFittedError
+from normalcy.core.checks import assert_same_scores
+from normalcy.core.errors import DataError, ModelFileError, NotFittedError
+from normalcy.core.registry import detectors
 from normalcy.core.threshold import FalseAlarmRate, Fixed
-from normalcy.image import DETECTORS, GaussianAD, PaDiM, PatchCore
+from normalcy.image import DEFAULT, GaussianAD, PaDiM, PatchCore
 from normalcy.image.patchcore import MIN_BANK, greedy_coreset
 
 from conftest import IMAGE_SIZE, SQUARE, make_detector
@@ -27,8 +32,10 @@ ALL = ["patchcore", "padim", "gaussian"]
 WITH_MAPS = ["patchcore", "padim"]
 
 
-def test_detectors_table_names_the_three_classes():
-    assert DETECTORS == {"patchcore": PatchCore, "padim": PaDiM, "gaussian": GaussianAD}
+def test_the_registry_names_the_three_detectors_default_first():
+    assert detectors("image") == {"patchcore": PatchCore, "padim": PaDiM, "gaussian": GaussianAD}
+    assert list(detectors("image"))[0] == DEFAULT
+    assert {cls.modality for cls in detectors("image").values()} == {"image"}
 
 
 # --- detection and localisation ----------------------------------------------------------------
@@ -36,16 +43,30 @@ def test_detectors_table_names_the_three_classes():
 
 @pytest.mark.parametrize("name", ALL)
 def test_defects_rank_above_normal_images(name, fitted, image_data):
-    scores = fitted(name).score(image_data.test)
+    scores = fitted(name).decision_function(image_data.test)
     assert scores.shape == (len(image_data.test),)
     assert scores.dtype == np.float64
     assert np.isfinite(scores).all()
     assert roc_auc_score(image_data.labels, scores) >= 0.9
+    # score(X, y) is scikit-learn's figure of merit: the AUROC of those scores.
+    assert fitted(name).score(image_data.test, image_data.labels) == roc_auc_score(image_data.labels, scores)
+
+
+def test_model_selection_with_the_auroc_works_on_an_image_detector(image_data):
+    from sklearn.model_selection import GridSearchCV
+
+    X = np.concatenate([image_data.train, image_data.test])
+    y = np.r_[np.zeros(len(image_data.train)), image_data.labels]
+    fit_on_normals = np.arange(len(image_data.train))
+    search = GridSearchCV(make_detector("padim"), {"regularization": [0.01, 10.0]},
+                          cv=[(fit_on_normals, np.arange(len(image_data.train), len(X)))]).fit(X, y)
+    assert search.best_params_["regularization"] in (0.01, 10.0)
+    assert search.best_score_ >= 0.9 and search.best_estimator_.mean_ is not None
 
 
 @pytest.mark.parametrize("name", WITH_MAPS)
 def test_map_peak_lies_on_the_pasted_square(name, fitted, image_data):
-    scores, maps = fitted(name).score_maps(image_data.defect)
+    maps = fitted(name).explain(image_data.defect).localization
     assert maps.shape == (len(image_data.defect), IMAGE_SIZE, IMAGE_SIZE)
     assert np.isfinite(maps).all()
     tolerance = 4
@@ -57,7 +78,7 @@ def test_map_peak_lies_on_the_pasted_square(name, fitted, image_data):
 
 @pytest.mark.parametrize("name", WITH_MAPS)
 def test_map_is_hotter_inside_the_square_than_outside(name, fitted, image_data):
-    _, maps = fitted(name).score_maps(image_data.defect)
+    maps = fitted(name).explain(image_data.defect).localization
     for anomaly_map, (row, col) in zip(maps, image_data.corners):
         inside = np.zeros(anomaly_map.shape, dtype=bool)
         inside[row : row + SQUARE, col : col + SQUARE] = True
@@ -66,22 +87,31 @@ def test_map_is_hotter_inside_the_square_than_outside(name, fitted, image_data):
 
 def test_gaussian_gives_no_maps(fitted, image_data):
     det = copy.copy(fitted("gaussian"))
-    scores, maps = det.score_maps(image_data.test)
-    assert maps is None
-    det.threshold_ = float(np.median(scores))
-    pred = det.predict(image_data.test)
+    scores = det.decision_function(image_data.test)
+    det.set_threshold(float(np.median(scores)))
+    pred = det.detect(image_data.test)
     assert pred.localization is None
+    np.testing.assert_array_equal(pred.scores, scores)
     np.testing.assert_array_equal(pred.labels, (scores >= det.threshold_).astype(np.int8))
+    assert not det.explains
+    with pytest.raises(DataError, match="whole images"):
+        det.explain(image_data.test)
 
 
 @pytest.mark.parametrize("name", WITH_MAPS)
-def test_predict_carries_the_maps(name, fitted, image_data):
+def test_detect_carries_the_maps_and_predict_the_labels(name, fitted, image_data):
     det = copy.copy(fitted(name))
     det.calibrate(image_data.calib, Fixed(0.0))
-    pred = det.predict(image_data.defect)
-    _, maps = det.score_maps(image_data.defect)
-    assert np.array_equal(pred.localization, maps)
+    pred = det.detect(image_data.defect)
+    explanation = det.explain(image_data.defect)
+    assert pred.localization.shape == (len(image_data.defect), IMAGE_SIZE, IMAGE_SIZE)
+    np.testing.assert_array_equal(pred.localization, explanation.localization)
+    np.testing.assert_array_equal(pred.scores, explanation.scores)
+    # The image score is the largest patch score, so scoring without maps gives the same.
+    np.testing.assert_array_equal(pred.scores, det.decision_function(image_data.defect))
     assert pred.labels.tolist() == [1] * len(image_data.defect)  # every score >= 0
+    labels = det.predict(image_data.defect)
+    assert labels.dtype == np.int8 and labels.tolist() == pred.labels.tolist()
 
 
 # --- thresholds and fitting state ---------------------------------------------------------------
@@ -93,25 +123,26 @@ def test_predict_without_threshold_raises(name, fitted, image_data):
     assert det.threshold_ is None
     with pytest.raises(NotFittedError, match="threshold"):
         det.predict(image_data.normal)
+    with pytest.raises(NotFittedError, match="threshold"):
+        det.detect(image_data.normal)
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_calibrated_at_zero_false_alarms_flags_none_of_the_calibration_normals(name, fitted, image_data):
     det = copy.copy(fitted(name))
     det.calibrate(image_data.calib, FalseAlarmRate(0.0))
-    assert det.threshold_ > det.score(image_data.calib).max()
-    pred = det.predict(image_data.calib)
-    assert pred.labels.tolist() == [0] * len(image_data.calib)
+    assert det.threshold_ > det.decision_function(image_data.calib).max()
+    assert det.predict(image_data.calib).tolist() == [0] * len(image_data.calib)
+    assert det.calibration_.n_items == len(image_data.calib)
     assert fitted(name).threshold_ is None  # the shared fitted detector was not touched
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_score_before_fit_raises(name, image_data):
-    det = make_detector(name)
-    with pytest.raises(NotFittedError, match="fit"):
-        det.score(image_data.normal)
-    with pytest.raises(NotFittedError):
-        det.score_maps(image_data.normal)
+def test_scoring_before_fit_raises(name, image_data):
+    det = make_detector(name).set_threshold(1.0)
+    for method in (det.decision_function, det.predict, det.detect):
+        with pytest.raises(NotFittedError, match="fit"):
+            method(image_data.normal)
 
 
 @pytest.mark.parametrize("name", ["padim", "gaussian"])
@@ -130,10 +161,10 @@ def test_file_paths_list_of_arrays_and_4d_array_give_the_same_scores(name, fitte
     for i, img in enumerate(image_data.test):
         paths.append(tmp_path / f"img{i}.png")
         Image.fromarray(img).save(paths[-1])
-    from_array = det.score(image_data.test)
-    assert np.array_equal(det.score(paths), from_array)
-    assert np.array_equal(det.score([str(p) for p in paths]), from_array)
-    assert np.array_equal(det.score(list(image_data.test)), from_array)
+    from_array = det.decision_function(image_data.test)
+    assert np.array_equal(det.decision_function(paths), from_array)
+    assert np.array_equal(det.decision_function([str(p) for p in paths]), from_array)
+    assert np.array_equal(det.decision_function(list(image_data.test)), from_array)
 
 
 def test_greyscale_images_are_accepted(fitted, image_data):
@@ -141,15 +172,15 @@ def test_greyscale_images_are_accepted(fitted, image_data):
     rgb = image_data.normal  # grey textures: the three channels are equal
     grey_2d = [img[..., 0] for img in rgb]
     grey_1ch = rgb[..., :1]
-    expected = det.score(rgb)
-    assert np.array_equal(det.score(grey_2d), expected)
-    assert np.array_equal(det.score(grey_1ch), expected)
+    expected = det.decision_function(rgb)
+    assert np.array_equal(det.decision_function(grey_2d), expected)
+    assert np.array_equal(det.decision_function(grey_1ch), expected)
 
 
 def test_images_of_other_sizes_are_resized(fitted, image_data):
     det = fitted("padim")
     big = [np.asarray(Image.fromarray(img).resize((128, 96), Image.BILINEAR)) for img in image_data.test]
-    scores = det.score(big)
+    scores = det.decision_function(big)
     assert scores.shape == (len(big),)
     assert roc_auc_score(image_data.labels, scores) >= 0.9
 
@@ -166,40 +197,67 @@ def test_images_of_other_sizes_are_resized(fitted, image_data):
         [np.zeros(64, dtype=np.uint8)],
         [],
         np.zeros((0, 64, 64, 3), dtype=np.uint8),
+        [np.zeros((0, 5, 3), dtype=np.uint8)],  # no pixels: was scored as if all black
+        5,  # not a list: list(5) raised TypeError
     ],
-    ids=["float32", "int64", "bool", "rgba", "nhw", "2ch", "1d", "empty-list", "empty-array"],
+    ids=["float32", "int64", "bool", "rgba", "nhw", "2ch", "1d", "empty-list", "empty-array", "no-pixels",
+         "number"],
 )
 def test_bad_image_inputs_raise_data_error(fitted, bad):
     with pytest.raises(DataError):
-        fitted("patchcore").score(bad)
+        fitted("patchcore").decision_function(bad)
 
 
 def test_a_single_path_must_be_wrapped_in_a_list(fitted, tmp_path, image_data):
     Image.fromarray(image_data.normal[0]).save(tmp_path / "a.png")
     with pytest.raises(DataError, match="list"):
-        fitted("patchcore").score(str(tmp_path / "a.png"))
+        fitted("patchcore").decision_function(str(tmp_path / "a.png"))
 
 
 def test_missing_image_file_raises_data_error(fitted, tmp_path):
     with pytest.raises(DataError, match="missing.png"):
-        fitted("patchcore").score([tmp_path / "missing.png"])
+        fitted("patchcore").decision_function([tmp_path / "missing.png"])
 
 
-@pytest.mark.parametrize("size", [72, 100, 16, 2048, 64.0])
+@pytest.mark.parametrize("size", [72, 100, 16, 2048, 64.0, True])
 def test_bad_image_size_raises_data_error(size, image_data):
     with pytest.raises(DataError, match="image_size"):
-        PatchCore(image_size=size, num_threads=1).fit(image_data.train)
+        make_detector("patchcore", image_size=size).fit(image_data.train)
 
 
-def test_unknown_backbone_raises_data_error(image_data):
-    with pytest.raises(DataError, match="backbone"):
-        PaDiM(backbone="resnet18", image_size=64, num_threads=1).fit(image_data.train)
+@pytest.mark.parametrize("name, param, value", [
+    ("padim", "backbone", "resnet18"),
+    ("gaussian", "batch_size", 0),
+    ("gaussian", "weights", 3),
+    ("patchcore", "threads", 0),
+    ("patchcore", "threads", -1),
+    ("patchcore", "threads", 1.5),
+    ("patchcore", "coreset_ratio", 0.0),
+    ("patchcore", "coreset_ratio", -0.5),
+    ("patchcore", "coreset_ratio", 1.5),
+    ("patchcore", "coreset_ratio", "0.1"),
+    ("patchcore", "projection_dim", -1),
+    ("patchcore", "seed", 1.5),
+    ("padim", "regularization", 0.0),
+    ("padim", "regularization", float("nan")),
+    ("padim", "n_features", 0),
+    ("padim", "seed", "a"),
+])
+def test_bad_parameters_raise_data_error_naming_them_before_any_work(name, param, value, image_data, monkeypatch):
+    det = make_detector(name, **{param: value})
+    monkeypatch.setattr(type(det), "_batches", lambda *a: pytest.fail("work began before the parameters were checked"))
+    with pytest.raises(DataError, match=param):
+        det.fit(image_data.train)
 
 
-@pytest.mark.parametrize("threads", [0, -1, 1.5])
-def test_bad_num_threads_raises_data_error(threads, image_data):
-    with pytest.raises(DataError, match="num_threads"):
-        PatchCore(image_size=64, num_threads=threads).fit(image_data.train)
+def test_a_model_file_with_parameters_the_detector_refuses_does_not_load(fitted, tmp_path):
+    path = fitted("patchcore").save(tmp_path / "pc")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["params"]["image_size"] = 72
+    manifest["manifest_sha256"] = modelfile._manifest_digest(manifest)  # anyone can recompute it
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="image_size"):
+        modelfile.load(path)
 
 
 def test_thread_settings_are_restored_after_use(fitted, image_data):
@@ -211,12 +269,12 @@ def test_thread_settings_are_restored_after_use(fitted, image_data):
         return torch.get_num_threads(), faiss.omp_get_max_threads(), pools
 
     original = torch.get_num_threads()
-    torch.set_num_threads(3)  # differs from the detector's num_threads=1
+    torch.set_num_threads(3)  # differs from the detector's threads=1
     try:
         before = settings()
         det = copy.copy(fitted("patchcore"))
-        det.num_threads = 1
-        det.score(image_data.normal[:1])
+        det.threads = 1
+        det.decision_function(image_data.normal[:1])
         assert settings() == before
         assert torch.get_num_threads() == 3
     finally:
@@ -227,7 +285,14 @@ def test_batch_size_does_not_change_scores(fitted, image_data):
     det = fitted("padim")
     small = copy.copy(det)
     small.batch_size = 3
-    np.testing.assert_allclose(small.score(image_data.test), det.score(image_data.test), rtol=1e-4)
+    np.testing.assert_allclose(small.decision_function(image_data.test), det.decision_function(image_data.test),
+                               rtol=1e-4)
+
+
+def test_detectors_share_one_backbone_per_process(fitted):
+    # Building one costs a weights load: clones, reloads and served models reuse it.
+    assert make_detector("padim").extractor is fitted("patchcore").extractor
+    assert make_detector("padim", backbone="efficientnet-lite1").extractor is not fitted("patchcore").extractor
 
 
 # --- PatchCore's coreset -----------------------------------------------------------------------------
@@ -284,13 +349,12 @@ def test_greedy_coreset_n_at_least_all_rows_keeps_everything():
 
 def test_coreset_ratio_one_keeps_every_patch(image_data):
     train = image_data.train[:4]
-    det = PatchCore(image_size=IMAGE_SIZE, coreset_ratio=1.0, num_threads=2).fit(train)
+    det = make_detector("patchcore", coreset_ratio=1.0).fit(train)
     patches_per_image = (IMAGE_SIZE // 8) ** 2  # patch features on the stride-8 grid
     assert det.memory_bank_.shape[0] == len(train) * patches_per_image
     # Every training patch is in the bank, so training images score (almost) zero everywhere.
-    scores, maps = det.score_maps(train)
-    np.testing.assert_allclose(scores, 0.0, atol=1e-2)
-    assert det.score(image_data.defect[:1])[0] > 1.0
+    np.testing.assert_allclose(det.decision_function(train), 0.0, atol=1e-2)
+    assert det.decision_function(image_data.defect[:1])[0] > 1.0
 
 
 def test_coreset_ratio_sets_the_bank_size(fitted, image_data):
@@ -300,52 +364,45 @@ def test_coreset_ratio_sets_the_bank_size(fitted, image_data):
     assert len(np.unique(det.memory_bank_, axis=0)) == det.memory_bank_.shape[0]
 
 
-@pytest.mark.parametrize("ratio", [0.0, -0.5, 1.5])
-def test_bad_coreset_ratio_raises_data_error(ratio, image_data):
-    with pytest.raises(DataError, match="coreset_ratio"):
-        PatchCore(image_size=IMAGE_SIZE, coreset_ratio=ratio, num_threads=1).fit(image_data.train[:2])
-
-
 def test_patchcore_fit_is_deterministic(fitted, image_data):
     again = make_detector("patchcore").fit(image_data.train)
     assert np.array_equal(again.memory_bank_, fitted("patchcore").memory_bank_)
 
 
 def test_padim_channel_subset(image_data):
-    det = PaDiM(image_size=IMAGE_SIZE, n_features=20, num_threads=2).fit(image_data.train)
+    det = make_detector("padim", n_features=20).fit(image_data.train)
     assert det.mean_.shape == ((IMAGE_SIZE // 8) ** 2, 20)
     assert det.precision_.shape == ((IMAGE_SIZE // 8) ** 2, 20, 20)
-    assert roc_auc_score(image_data.labels, det.score(image_data.test)) >= 0.9
+    assert roc_auc_score(image_data.labels, det.decision_function(image_data.test)) >= 0.9
     with pytest.raises(DataError, match="n_features"):
-        PaDiM(image_size=IMAGE_SIZE, n_features=10_000, num_threads=1).fit(image_data.train)
+        make_detector("padim", n_features=10_000).fit(image_data.train)
 
 
 # --- save and load -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_reload_gives_identical_scores_and_maps(name, fitted, image_data, tmp_path):
+def test_reload_gives_the_same_scores_maps_and_calibration(name, fitted, image_data, tmp_path):
     det = copy.copy(fitted(name))
     det.calibrate(image_data.calib, FalseAlarmRate(0.0))
     path = det.save(tmp_path / name)
     loaded = type(det).load(path)
     assert type(loaded) is type(det)
     assert loaded.get_params() == det.get_params()
-    assert loaded.threshold_ == det.threshold_
-    scores, maps = det.score_maps(image_data.test)
-    loaded_scores, loaded_maps = loaded.score_maps(image_data.test)
-    assert np.array_equal(loaded_scores, scores)
-    if maps is None:
-        assert loaded_maps is None
+    assert loaded.threshold_ == det.threshold_ and loaded.calibration_ == det.calibration_
+    pred, loaded_pred = det.detect(image_data.test), loaded.detect(image_data.test)
+    assert_same_scores(loaded_pred.scores, pred.scores)
+    if pred.localization is None:
+        assert loaded_pred.localization is None
     else:
-        assert np.array_equal(loaded_maps, maps)
-    np.testing.assert_array_equal(loaded.predict(image_data.test).labels, det.predict(image_data.test).labels)
+        assert_same_scores(loaded_pred.localization, pred.localization, "maps")
+    np.testing.assert_array_equal(loaded_pred.labels, pred.labels)
     # Loading goes through the generic loader too.
-    assert np.array_equal(modelfile.load(path).score(image_data.test), scores)
+    assert_same_scores(modelfile.load(path).decision_function(image_data.test), pred.scores)
 
 
 def test_a_small_training_set_keeps_a_minimum_bank(image_data):
-    det = PatchCore(image_size=IMAGE_SIZE, coreset_ratio=0.001, num_threads=2).fit(image_data.train)
+    det = make_detector("patchcore", coreset_ratio=0.001).fit(image_data.train)
     n_patches = len(image_data.train) * (IMAGE_SIZE // 8) ** 2
     assert math.ceil(0.001 * n_patches) < MIN_BANK
     assert det.memory_bank_.shape[0] == min(MIN_BANK, n_patches)

@@ -1,34 +1,38 @@
-"""The `normalcy logs` commands as a user runs them: a real process, exit codes, files, and
-bad input that must give one clear line (or a documented skip) and never lose the rest."""
+"""The `normalcy logs` commands as a user runs them: exit codes, messages, files, and bad input
+that must give one clear line (or a documented skip) and never lose the rest. They run the
+CLI's `main` in this process (a new interpreter costs seconds of imports); one runs a real
+process to check the whole path from the shell."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from clirunner import run_in_process
+
 GROUP = r"blk_-?\d+"
 
 
-def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "normalcy", *args], capture_output=True, timeout=300,
-                          input=stdin)
-
-
-def run_here(capsys, monkeypatch, *args: str) -> tuple[int, str]:
-    """The same entry point in this process (no interpreter start-up): exit status and stderr."""
-    from normalcy.cli.main import main
-
-    monkeypatch.setattr(sys, "argv", ["normalcy", *args])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code, capsys.readouterr().err
+def run(*args: str, stdin: bytes | None = None) -> SimpleNamespace:
+    """`normalcy ARGS` in this process (stdin given as bytes): returncode, stdout, stderr."""
+    if stdin is None:
+        return run_in_process(*args)
+    saved = sys.stdin
+    sys.stdin = io.TextIOWrapper(io.BufferedReader(io.BytesIO(stdin)))
+    try:
+        return run_in_process(*args)
+    finally:
+        sys.stdin = saved
 
 
 def hdfs_lines(rng: np.random.Generator, n_blocks: int, broken: set[int] = frozenset()) -> list[str]:
@@ -57,25 +61,54 @@ def files(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(files) -> Path:
+def fitted(files) -> tuple[Path, SimpleNamespace]:
     result = run("logs", "fit", str(files / "train.log"), "--format", "hdfs", "--group-by", GROUP,
                  "--out", str(files / "m"))
-    assert result.returncode == 0, result.stderr.decode()
-    return files / "m"
+    assert result.returncode == 0, result.stderr
+    return files / "m", result
 
 
-def test_fit_writes_a_json_and_safetensors_model(model):
+@pytest.fixture(scope="module")
+def model(fitted) -> Path:
+    return fitted[0]
+
+
+def test_fit_writes_a_json_and_safetensors_model(model, files):
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["class"] == "normalcy.logs.model.LogModel"
-    assert manifest["threshold"] == 1.0
+    assert manifest["threshold"] == 1.0 and manifest["calibration"]["rule"] == "one broken invariant"
     assert len(manifest["state"]["parser"]["templates"]) == 4
+    n_lines = len((files / "train.log").read_text().splitlines())
+    assert manifest["state"]["training"] == {"lines": n_lines, "groups": 150}
     assert sorted(p.name for p in model.iterdir()) == ["arrays.safetensors", "manifest.json"]
+
+
+def test_fit_message_says_what_an_event_is_and_how_many_sessions_trained_it(fitted, files):
+    model, result = fitted
+    n_lines = len((files / "train.log").read_text().splitlines())
+    assert result.stdout.splitlines() == [
+        f"saved invariants trained on 150 sessions (by --group-by) from {n_lines} lines (an event is one line's "
+        f"template: 4 templates mined, 4 of them in the training sessions) to {model} (threshold 1: one broken "
+        "invariant)"]
+    assert result.stderr == f"{n_lines} lines read from 1 source(s)\n"
+
+
+def test_a_held_out_threshold_says_how_many_sessions_set_it_and_warns_when_too_few(files, tmp_path):
+    result = run("logs", "fit", str(files / "train.log"), "--format", "hdfs", "--group-by", GROUP,
+                 "--detector", "clustering", "--param", "max_dist=0.2", "--threshold", "fpr:0.01",
+                 "--out", str(tmp_path / "m"))
+    assert result.returncode == 0, result.stderr
+    assert "saved clustering trained on 135 sessions" in result.stdout
+    assert "fpr:0.01 from 15 held-out sessions" in result.stdout
+    assert "warning: 15 held-out normal items cannot resolve a false-alarm rate of 0.01" in result.stderr
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["params"]["detector_params"] == {"max_dist": 0.2} and manifest["calibration"]["n_items"] == 15
 
 
 def test_score_flags_the_broken_session_with_evidence(model, files, tmp_path):
     out = tmp_path / "scored.jsonl"
     result = run("logs", "score", str(model), str(files / "new.log"), "--out", str(out))
-    assert result.returncode == 0, result.stderr.decode()
+    assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 20
     assert [r["group"] for r in rows if r["label"] == 1] == ["blk_1003"]
@@ -83,35 +116,41 @@ def test_score_flags_the_broken_session_with_evidence(model, files, tmp_path):
     assert any("count(" in reason for reason in flagged["reasons"])
     assert any("PacketResponder" in t or "allocateBlock" in t for t in flagged["evidence_templates"])
     assert flagged["evidence_lines"] and all(e.startswith(str(files / "new.log")) for e in flagged["evidence_lines"])
+    assert result.stderr.endswith(f"20 sessions scored, 1 flagged anomalous; results in {out}\n")
 
 
 def test_score_reads_stdin_and_writes_csv(model, files, tmp_path):
     out = tmp_path / "scored.csv"
     result = run("logs", "score", str(model), "-", "--out", str(out), stdin=(files / "new.log").read_bytes())
-    assert result.returncode == 0, result.stderr.decode()
+    assert result.returncode == 0, result.stderr
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 20 and {r["label"] for r in rows} == {"0", "1"}
 
 
-def test_evaluate_against_a_label_file(model, files, tmp_path):
+def test_evaluate_prints_the_shared_report_against_a_label_file(model, files, tmp_path):
+    out = tmp_path / "m.json"
     result = run("logs", "evaluate", str(model), str(files / "new.log"), "--labels", str(files / "labels.csv"),
-                 "--json", str(tmp_path / "m.json"))
-    assert result.returncode == 0, result.stderr.decode()
-    found = json.loads((tmp_path / "m.json").read_text())
+                 "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    found = json.loads(out.read_text())
     assert (found["tp"], found["fp"], found["fn"]) == (1, 0, 0) and found["f1"] == 1.0
+    assert found["n_groups"] == 20 and found["n_anomalies"] == 1 and found["detector"] == "invariants"
+    figures, wrote = result.stdout.splitlines()
+    assert figures.startswith("n_groups 20  n_anomalies 1  threshold 1.0000  auroc 1.0000")
+    assert wrote == f"wrote {out}"
 
 
 @pytest.mark.parametrize("content,message", [
     (b"", "is empty"),
     (b"\x7fELF\x02\x01\x01\x00\x00\x00" + bytes(range(256)) * 4, "binary"),
 ])
-def test_empty_and_binary_files_are_refused_in_one_line(model, tmp_path, capsys, monkeypatch, content, message):
+def test_empty_and_binary_files_are_refused_in_one_line(model, tmp_path, content, message):
     bad = tmp_path / "bad.log"
     bad.write_bytes(content)
-    code, err = run_here(capsys, monkeypatch, "logs", "score", str(model), str(bad))
-    assert code == 2 and message in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
+    result = run("logs", "score", str(model), str(bad))
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_undecodable_bytes_long_lines_and_nul_lines_are_kept_or_skipped_not_fatal(model, files, tmp_path):
@@ -126,21 +165,88 @@ def test_undecodable_bytes_long_lines_and_nul_lines_are_kept_or_skipped_not_fata
     assert len(b"".join(good[:200])) > 8192
     out = tmp_path / "scored.jsonl"
     result = run("logs", "score", str(model), str(bad), "--out", str(out))
-    err = result.stderr.decode()
-    assert result.returncode == 0, err
+    assert result.returncode == 0, result.stderr
+    err = result.stderr
     assert "1 had bytes that are not UTF-8" in err and "1 were longer than" in err and "1 held NUL bytes" in err
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     # Every session after the bad lines is still there and still right.
     assert len(rows) == 20 and [r["group"] for r in rows if r["label"] == 1] == ["blk_1003"]
 
 
-def test_bad_options_give_one_line(files, model, tmp_path, capsys, monkeypatch):
-    for args, message in [
-        (("logs", "fit", str(files / "train.log"), "--out", str(tmp_path / "x"), "--window", "1m",
-          "--group-by", GROUP), "not both"),
-        (("logs", "fit", str(files / "train.log"), "--out", str(tmp_path / "x"), "--model", "nope"), "unknown model"),
-        (("logs", "score", str(model), str(files / "nothing.log")), "no such log file"),
-        (("logs", "score", str(model), str(files / "new.log"), "--out", str(tmp_path / "r.txt")), ".jsonl"),
-    ]:
-        code, err = run_here(capsys, monkeypatch, *args)
-        assert code == 2 and message in err and "Traceback" not in err, (args, err)
+@pytest.mark.parametrize("args,message", [
+    (("--window", "1m", "--group-by", GROUP), "not both"),
+    (("--model", "nope"), "unknown logs detector 'nope'; expected one of invariants, pca, clustering, deeplog, unseen"),
+    (("--format", "hdfs", "--window", "0s"), "duration '0s' must be longer than 0 s"),  # was: every line a group
+    (("--param", "bogus=1"), "invariants has no parameter(s) bogus"),
+    (("--param", "support=2"), "InvariantsMining support must be a number in (0.5, 1]"),
+    (("--group-by", "blk_("), "--group-by 'blk_(' is not a valid regex"),
+    (("--format", "hdfs", "--window", "1h"), "the log gives 1 window from 924 lines; invariants needs at least 2"),
+])
+def test_bad_fit_options_give_one_line_and_no_model(files, tmp_path, args, message):
+    result = run("logs", "fit", str(files / "train.log"), "--out", str(tmp_path / "x"), *args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_score_options_give_one_line(model, files, tmp_path):
+    for args, message in [((str(files / "nothing.log"),), "no such log file"),
+                          ((str(files / "new.log"), "--out", str(tmp_path / "r.txt")), ".jsonl")]:
+        result = run("logs", "score", str(model), *args)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_models_and_formats_list_what_the_options_take():
+    models = run("logs", "models").stdout
+    assert [line.split(":")[0] for line in models.splitlines() if not line.startswith(" ")] == \
+        ["invariants", "pca", "clustering", "deeplog", "unseen"]
+    formats = run("logs", "formats").stdout
+    for name in ("syslog (= openssh, linux)", "syslog-iso", "apache-access (= nginx-access)", "apache-error",
+                 "nginx-error", "jsonl (= json)"):
+        assert f"\n{name}: " in f"\n{formats}"
+
+
+def test_syslog_windows_are_named_by_readable_times_in_the_year_the_file_was_written(tmp_path):
+    lines = [f"Dec 10 {6 + i // 60:02d}:{i % 60:02d}:00 LabSZ sshd[{100 + i}]: Accepted password for u{i % 3}"
+             for i in range(180)]
+    log = tmp_path / "auth.log"
+    log.write_text("\n".join(lines) + "\n")
+    written = datetime(2024, 1, 2, tzinfo=timezone.utc).timestamp()
+    os.utime(log, (written, written))
+    result = run("logs", "fit", str(log), "--format", "syslog", "--window", "1h", "--model", "unseen",
+                 "--out", str(tmp_path / "m"))
+    assert result.returncode == 0, result.stderr
+    assert "time stamps carry no year: read in 2023" in result.stderr
+    result = run("logs", "score", str(tmp_path / "m"), str(log))
+    # Read in 1900 before, the windows were named "-2191938828" and so on.
+    assert [json.loads(line)["group"] for line in result.stdout.splitlines()] == \
+        ["2023-12-10 06:00:00", "2023-12-10 07:00:00", "2023-12-10 08:00:00"]
+    result = run("logs", "score", str(tmp_path / "m"), str(log), "--year", "2019")
+    assert json.loads(result.stdout.splitlines()[0])["group"] == "2019-12-10 06:00:00"
+
+
+def test_apache_error_logs_have_a_format_and_an_unreadable_custom_time_is_named(tmp_path):
+    levels = ["notice", "error"]
+    lines = [f"[Sun Dec 04 {4 + i // 60:02d}:{i % 60:02d}:44 2005] [{levels[i % 2]}] worker {i % 5} in state {i % 3}"
+             for i in range(120)]
+    log = tmp_path / "error_log"
+    log.write_text("\n".join(lines) + "\n")
+    result = run("logs", "fit", str(log), "--format", "apache-error", "--window", "30m", "--model", "unseen",
+                 "--out", str(tmp_path / "m"))
+    assert result.returncode == 0, result.stderr
+    assert "trained on 4 windows of 30m from 120 lines" in result.stdout
+    # A custom time group that holds a word, not a time: the error names the line and the text.
+    result = run("logs", "fit", str(log), "--format", r"\[(?P<time>\w+)[^\]]*\] (?P<content>.*)", "--window", "30m",
+                 "--out", str(tmp_path / "c"))
+    assert result.returncode == 2
+    assert f"no line's time could be read: the first, {log}:1: 'Sun', is not a time" in result.stderr
+
+
+def test_a_real_process_scores_from_the_shell(model, files, tmp_path):
+    out = tmp_path / "scored.jsonl"
+    result = subprocess.run([sys.executable, "-m", "normalcy", "logs", "score", str(model), str(files / "new.log"),
+                             "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["group"] for line in out.read_text().splitlines() if json.loads(line)["label"]] == \
+        ["blk_1003"]
+    assert result.stderr.splitlines()[-1] == f"20 sessions scored, 1 flagged anomalous; results in {out}"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from normalcy.core import load
+from normalcy.core.checks import assert_same_scores
 from normalcy.core.errors import DataError
 from normalcy.logs import DeepLog, InvariantsMining, LogClustering, PCA, UnseenTemplates
 from normalcy.logs.pca import q_statistic
@@ -54,21 +55,45 @@ def fitted(sessions):
 @pytest.mark.parametrize("cls,params,anomaly", CASES, ids=[c[0].__name__ for c in CASES])
 def test_flags_planted_anomaly_and_not_normal_sessions(fitted, sessions, cls, params, anomaly):
     detector = fitted[cls]
-    normal = detector.predict(sessions[1])
-    assert normal.labels.mean() <= 0.02
-    flagged = detector.predict([anomaly])
-    assert flagged.labels[0] == 1 and flagged.scores[0] > normal.scores.max()
-    evidence = detector.explain([anomaly])[0]
-    assert evidence.events and evidence.reasons
-    assert all(0 <= p < len(anomaly) for p in evidence.positions)
+    assert detector.predict(sessions[1]).mean() <= 0.02
+    flagged = detector.detect([anomaly])
+    assert flagged.labels[0] == 1 and flagged.scores[0] > detector.decision_function(sessions[1]).max()
+    explanation, blame = detector.explain_blame([anomaly])
+    assert blame[0].events and explanation.evidence[0] == blame[0].reasons and blame[0].reasons
+    assert all(0 <= p < len(anomaly) for p in blame[0].positions)
 
 
 @pytest.mark.parametrize("cls,params,anomaly", CASES, ids=[c[0].__name__ for c in CASES])
-def test_save_load_gives_identical_scores(fitted, sessions, tmp_path, cls, params, anomaly):
+def test_the_threshold_is_the_detectors_own_rule_and_says_so(fitted, cls, params, anomaly):
+    calibration = fitted[cls].calibration_
+    assert calibration.threshold == fitted[cls].threshold_ and calibration.n_items == 0
+    assert calibration.rule == {PCA: "Q-statistic at c_alpha 3.2905", InvariantsMining: "one broken invariant",
+                                LogClustering: "cosine distance 0.3", UnseenTemplates: "one unseen event",
+                                DeepLog: "an event outside the top 3"}[cls]
+
+
+@pytest.mark.parametrize("cls", [PCA, InvariantsMining, LogClustering, UnseenTemplates])
+def test_contributions_of_the_events_add_up_to_the_score(fitted, sessions, cls):
+    probe = sessions[1][:10] + [case[2] for case in CASES]
+    explanation = fitted[cls].explain(probe)
+    assert explanation.parts == ("E1", "E2", "E3", "E5", "E6", "unseen")
+    np.testing.assert_allclose(explanation.contributions.sum(axis=1), explanation.scores, atol=1e-9)
+    np.testing.assert_allclose(explanation.scores, fitted[cls].decision_function(probe))
+
+
+def test_the_event_to_blame_has_the_largest_contribution(fitted):
+    assert fitted[UnseenTemplates].explain([UNSEEN]).top() == [["unseen"]]
+    assert fitted[PCA].explain([UNACKED_WRITES]).top() == [["E2"]]  # writes without acks
+    assert set(fitted[InvariantsMining].explain([NO_CLOSE]).top(2)[0]) == {"E1", "E3"}  # opened, never closed
+
+
+@pytest.mark.parametrize("cls,params,anomaly", CASES, ids=[c[0].__name__ for c in CASES])
+def test_save_load_gives_the_same_scores(fitted, sessions, tmp_path, cls, params, anomaly):
     probe = sessions[1][:20] + [anomaly, UNSEEN]
     again = load(fitted[cls].save(tmp_path / "m"))
     assert type(again) is cls and again.threshold_ == fitted[cls].threshold_
-    assert np.array_equal(again.score(probe), fitted[cls].score(probe))
+    assert again.calibration_ == fitted[cls].calibration_
+    assert_same_scores(again.decision_function(probe), fitted[cls].decision_function(probe))
 
 
 def test_invariants_mining_finds_the_planted_invariants(fitted):
@@ -76,8 +101,8 @@ def test_invariants_mining_finds_the_planted_invariants(fitted):
     assert "count(E1) - count(E3) == 0" in found
     assert "count(E2) - count(E5) == 0" in found
     assert "count(unseen) == 0" in found
-    evidence = fitted[InvariantsMining].explain([NO_CLOSE])[0]
-    assert evidence.events == [1, 3] and evidence.reasons == ["breaks count(E1) - count(E3) == 0"]
+    explanation, blame = fitted[InvariantsMining].explain_blame([NO_CLOSE])
+    assert blame[0].events == [1, 3] and explanation.evidence == [["breaks count(E1) - count(E3) == 0"]]
 
 
 def test_invariants_mining_finds_a_ratio():
@@ -86,18 +111,19 @@ def test_invariants_mining_finds_a_ratio():
     seqs = [[4, 7, 7, 7] * int(k) + [8] * int(m) for k, m in zip(rng.integers(1, 5, 200), rng.integers(0, 3, 200))]
     detector = InvariantsMining().fit(seqs)
     assert "3*count(E4) - count(E7) == 0" in detector.invariant_strings
-    assert detector.score([[4, 7, 7]])[0] >= 1 and detector.score([[4, 7, 7, 7, 8]])[0] == 0
+    assert detector.decision_function([[4, 7, 7]])[0] >= 1 and detector.decision_function([[4, 7, 7, 7, 8]])[0] == 0
 
 
 def test_deeplog_flags_a_session_that_stops_early(fitted):
     detector = fitted[DeepLog]
-    assert detector.predict([[1, 2, 5]]).labels[0] == 1  # no close: the end came unexpectedly
-    assert "ended" in detector.explain([[1, 2, 5]])[0].reasons[-1]
+    assert detector.predict([[1, 2, 5]])[0] == 1  # no close: the end came unexpectedly
+    explanation = detector.explain([[1, 2, 5]])
+    assert "ended" in explanation.evidence[0][-1] and explanation.contributions is None
 
 
 def test_count_detectors_cannot_see_order_but_deeplog_can(fitted):
-    assert fitted[InvariantsMining].score([OUT_OF_ORDER])[0] == 0
-    assert fitted[DeepLog].predict([OUT_OF_ORDER]).labels[0] == 1
+    assert fitted[InvariantsMining].decision_function([OUT_OF_ORDER])[0] == 0
+    assert fitted[DeepLog].predict([OUT_OF_ORDER])[0] == 1
 
 
 def test_q_statistic_matches_jackson_mudholkar_by_hand():
@@ -119,7 +145,7 @@ def test_pca_residual_matches_sklearn_subspace(sessions):
     sk = SkPCA(n_components=k).fit(weighted)
     centred = weighted - sk.mean_
     expected = ((centred - sk.inverse_transform(sk.transform(weighted)) + sk.mean_) ** 2).sum(axis=1)
-    assert np.allclose(detector.score(sessions[0]), expected, atol=1e-8)
+    assert np.allclose(detector.decision_function(sessions[0]), expected, atol=1e-8)
 
 
 def test_bad_sequences_are_refused():
@@ -127,3 +153,29 @@ def test_bad_sequences_are_refused():
         PCA().fit([[1, 2], []])
     with pytest.raises(DataError):
         PCA().fit([])
+    # A fractional id used to be cut to an integer without a word.
+    with pytest.raises(DataError, match="not whole event ids"):
+        UnseenTemplates().fit([[1, 2.5]])
+
+
+@pytest.mark.parametrize("cls,params", [
+    (PCA, {"variance": 1.5}), (PCA, {"c_alpha": float("nan")}), (InvariantsMining, {"max_size": 9}),
+    (InvariantsMining, {"support": 0.2}), (LogClustering, {"max_dist": 0}), (LogClustering, {"anomaly_threshold": -1}),
+    (DeepLog, {"hidden": 10 ** 9}), (DeepLog, {"threads": 0}), (DeepLog, {"window": 2.5}),
+])
+def test_parameters_a_detector_cannot_use_are_refused_before_any_work(cls, params):
+    with pytest.raises(DataError, match=next(iter(params))):
+        cls(**params).fit([[1, 2], [1, 3]])
+
+
+@pytest.mark.parametrize("cls", [PCA, InvariantsMining, LogClustering])
+def test_statistics_over_groups_need_at_least_two_of_them(cls):
+    with pytest.raises(DataError, match="needs at least 2 sessions or windows to learn from, got 1"):
+        cls().fit([[1, 2, 3]])
+
+
+def test_the_registry_names_every_log_detector():
+    from normalcy.core.registry import detectors
+
+    assert detectors("logs") == {"invariants": InvariantsMining, "pca": PCA, "clustering": LogClustering,
+                                 "deeplog": DeepLog, "unseen": UnseenTemplates}

@@ -1,11 +1,13 @@
 """Tests for the model-file format (normalcy.core.modelfile): round trips, the manifest,
-tamper detection, refusing to run foreign code, and atomic saves."""
+tamper detection, refusing to run foreign code, hostile files, and atomic, careful saves."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import importlib
 import json
+import errno
 import os
 import stat
 import sys
@@ -17,7 +19,9 @@ from safetensors.numpy import load_file
 
 from normalcy import __version__
 from normalcy.core import modelfile
-from normalcy.core.detector import REGISTRY, Detector, class_path, expect_arrays
+from normalcy.core.checks import assert_same_scores
+from normalcy.core.detector import Detector, expect_arrays
+from normalcy.core.registry import CLASSES, class_path
 from normalcy.core.errors import ModelFileError, NotFittedError
 from normalcy.core.threshold import FalseAlarmRate
 
@@ -33,7 +37,7 @@ class MeanDetector(Detector):
         self.mean_ = np.asarray(X, dtype=np.float64).mean(axis=0)
         return self
 
-    def score(self, X):
+    def decision_function(self, X):
         self._check_fitted("mean_")
         return self.scale * np.linalg.norm(np.asarray(X, dtype=np.float64) - self.mean_, axis=1)
 
@@ -89,29 +93,30 @@ def _leftovers(parent: Path, name: str) -> list[str]:
 
 
 def test_test_detector_is_registered():
-    assert REGISTRY[class_path(MeanDetector)] is MeanDetector
+    assert CLASSES[class_path(MeanDetector)] is MeanDetector
 
 
 def test_registry_holds_only_concrete_detectors():
     import normalcy.image  # noqa: F401  (registers the image detectors)
 
-    names = set(REGISTRY)
+    names = set(CLASSES)
     assert {"normalcy.image.patchcore.PatchCore", "normalcy.image.padim.PaDiM",
             "normalcy.image.gaussian.GaussianAD"} <= names
     assert "normalcy.image.base.ImageDetector" not in names
     assert "normalcy.core.detector.Detector" not in names
 
 
-def test_save_load_round_trip_is_exact(tmp_path):
+def test_save_load_round_trip_keeps_scores_threshold_and_calibration(tmp_path):
     det = _fitted_mean()
     out = det.save(tmp_path / "model")
     assert out == tmp_path / "model"
     loaded = modelfile.load(out)
     assert type(loaded) is MeanDetector
-    assert np.array_equal(loaded.score(TEST), det.score(TEST))
+    assert_same_scores(loaded.decision_function(TEST), det.decision_function(TEST))
     assert loaded.threshold_ == det.threshold_
+    assert loaded.calibration_ == det.calibration_ and loaded.calibration_.n_items == len(HELD_OUT)
     assert loaded.get_params() == det.get_params() == {"scale": 2.5, "note": "roundtrip"}
-    np.testing.assert_array_equal(loaded.predict(TEST).labels, det.predict(TEST).labels)
+    np.testing.assert_array_equal(loaded.predict(TEST), det.predict(TEST))
 
 
 def test_round_trip_without_threshold_keeps_it_unset(tmp_path):
@@ -148,7 +153,7 @@ def test_overwriting_a_model_replaces_it_and_leaves_nothing_behind(tmp_path):
     newer.save(path)
     loaded = modelfile.load(path)
     assert loaded.scale == 3.0
-    assert np.array_equal(loaded.score(TEST), newer.score(TEST))
+    assert_same_scores(loaded.decision_function(TEST), newer.decision_function(TEST))
     assert _leftovers(tmp_path, "m") == []
 
 
@@ -156,7 +161,7 @@ def test_save_into_an_empty_existing_folder(tmp_path):
     (tmp_path / "m").mkdir()
     det = _fitted_mean()
     det.save(tmp_path / "m")
-    assert np.array_equal(modelfile.load(tmp_path / "m").score(TEST), det.score(TEST))
+    assert_same_scores(modelfile.load(tmp_path / "m").decision_function(TEST), det.decision_function(TEST))
 
 
 # --- tampering -------------------------------------------------------------------------------
@@ -192,7 +197,7 @@ def test_recomputed_checksum_of_unchanged_manifest_still_loads(tmp_path):
     det = _fitted_mean()
     path = det.save(tmp_path / "m")
     _rewrite_manifest(path)
-    assert np.array_equal(modelfile.load(path).score(TEST), det.score(TEST))
+    assert_same_scores(modelfile.load(path).decision_function(TEST), det.decision_function(TEST))
 
 
 def test_newer_format_version_says_upgrade(tmp_path):
@@ -236,8 +241,8 @@ def test_class_outside_normalcy_is_never_imported_or_called(tmp_path, monkeypatc
     path = _fitted_mean().save(tmp_path / "m")
     _rewrite_manifest(path, **{"class": "os.system"})
     imported = []
-    real_import = modelfile.importlib.import_module
-    monkeypatch.setattr(modelfile.importlib, "import_module",
+    real_import = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module",
                         lambda name, *a, **k: imported.append(name) or real_import(name, *a, **k))
     with pytest.raises(ModelFileError, match="unknown detector class"):
         modelfile.load(path)
@@ -253,7 +258,7 @@ def test_module_named_by_a_manifest_is_not_imported(tmp_path, monkeypatch):
         "from normalcy.core.detector import Detector\n"
         "class Evil(Detector):\n"
         "    def fit(self, X, y=None): return self\n"
-        "    def score(self, X): return X\n"
+        "    def decision_function(self, X): return X\n"
         "    def _get_state(self): return {}, {}\n"
         "    def _set_state(self, arrays, meta): pass\n"
     )
@@ -329,17 +334,17 @@ def test_crash_while_writing_arrays_keeps_the_old_model(tmp_path, monkeypatch):
     path = tmp_path / "m"
     old = _fitted_mean(scale=1.0)
     old.save(path)
-    old_scores = old.score(TEST)
+    old_scores = old.decision_function(TEST)
 
     def boom(*args, **kwargs):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(modelfile, "save_file", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ModelFileError, match="cannot write the model to .*No space left on device.*unchanged"):
         _fitted_mean(scale=9.0).save(path)
     loaded = modelfile.load(path)
     assert loaded.scale == 1.0
-    assert np.array_equal(loaded.score(TEST), old_scores)
+    assert_same_scores(loaded.decision_function(TEST), old_scores)
     assert _leftovers(tmp_path, "m") == []
 
 
@@ -347,7 +352,7 @@ def test_crash_while_swapping_in_keeps_the_old_model(tmp_path, monkeypatch):
     path = tmp_path / "m"
     old = _fitted_mean(scale=1.0)
     old.save(path)
-    old_scores = old.score(TEST)
+    old_scores = old.decision_function(TEST)
     real_rename = modelfile.os.rename
 
     def rename(src, dst, *args, **kwargs):
@@ -357,18 +362,18 @@ def test_crash_while_swapping_in_keeps_the_old_model(tmp_path, monkeypatch):
         return real_rename(src, dst, *args, **kwargs)
 
     monkeypatch.setattr(modelfile.os, "rename", rename)
-    with pytest.raises(OSError, match="power cut"):
+    with pytest.raises(ModelFileError, match="power cut"):
         _fitted_mean(scale=9.0).save(path)
     monkeypatch.undo()
     loaded = modelfile.load(path)
     assert loaded.scale == 1.0
-    assert np.array_equal(loaded.score(TEST), old_scores)
+    assert_same_scores(loaded.decision_function(TEST), old_scores)
     assert _leftovers(tmp_path, "m") == []
 
 
 def test_crash_on_first_save_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(modelfile, "save_file", lambda *a, **k: (_ for _ in ()).throw(OSError("x")))
-    with pytest.raises(OSError):
+    with pytest.raises(ModelFileError):
         _fitted_mean().save(tmp_path / "m")
     assert list(tmp_path.iterdir()) == []
 
@@ -387,7 +392,7 @@ def test_refuses_to_overwrite_a_folder_that_is_not_a_model(tmp_path):
 def test_refuses_to_overwrite_a_file(tmp_path):
     target = tmp_path / "notes.txt"
     target.write_text("keep me")
-    with pytest.raises(ModelFileError, match="file"):
+    with pytest.raises(ModelFileError, match="not a folder"):
         _fitted_mean().save(target)
     assert target.read_text() == "keep me"
     assert _leftovers(tmp_path, "notes.txt") == []
@@ -407,17 +412,16 @@ def test_detector_load_checks_the_class(tmp_path):
 # --- a real detector: PatchCore on tiny images ----------------------------------------------------
 
 
-def test_patchcore_round_trip_is_exact(tmp_path, fitted, image_data):
+def test_patchcore_round_trip_keeps_scores_and_maps(tmp_path, fitted, image_data):
     from normalcy.image import PaDiM, PatchCore
 
     det = copy.copy(fitted("patchcore"))
     det.calibrate(image_data.calib, FalseAlarmRate(0.0))
     path = det.save(tmp_path / "pc")
     loaded = PatchCore.load(path)
-    scores, maps = det.score_maps(image_data.test)
-    loaded_scores, loaded_maps = loaded.score_maps(image_data.test)
-    assert np.array_equal(loaded_scores, scores)
-    assert np.array_equal(loaded_maps, maps)
+    first, again = det.detect(image_data.test), loaded.detect(image_data.test)
+    assert_same_scores(again.scores, first.scores)
+    assert_same_scores(again.localization, first.localization, "maps")
     assert loaded.threshold_ == det.threshold_
     assert loaded.get_params() == det.get_params()
     assert np.array_equal(loaded.memory_bank_, det.memory_bank_)
@@ -463,3 +467,151 @@ def test_saved_model_folder_gets_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o755
+
+
+def test_saved_arrays_and_manifest_follow_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        path = _fitted_mean().save(tmp_path / "m")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o750
+    assert stat.S_IMODE((path / "arrays.safetensors").stat().st_mode) == 0o640
+    assert stat.S_IMODE((path / "manifest.json").stat().st_mode) == 0o640
+
+
+# --- saving never destroys what is not a model ------------------------------------------------
+
+
+@pytest.mark.parametrize("manifest", ["{}", '{"format": "normalcy-model"}'])
+def test_a_folder_with_a_manifest_and_other_files_is_never_replaced(tmp_path, manifest):
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "manifest.json").write_text(manifest)
+    (project / "README.md").write_text("my notes")
+    (project / "src" / "main.py").write_text("print('hi')")
+    with pytest.raises(ModelFileError, match="not a normalcy model folder"):
+        _fitted_mean().save(project)
+    assert sorted(p.name for p in project.rglob("*")) == ["README.md", "main.py", "manifest.json", "src"]
+    assert (project / "manifest.json").read_text() == manifest
+    assert _leftovers(tmp_path, "project") == []
+
+
+def test_a_model_folder_with_an_extra_file_is_not_replaced(tmp_path):
+    path = _fitted_mean(scale=1.0).save(tmp_path / "m")
+    (path / "notes.txt").write_text("mine")
+    with pytest.raises(ModelFileError, match="not a normalcy model folder"):
+        _fitted_mean(scale=3.0).save(path)
+    assert (path / "notes.txt").read_text() == "mine" and modelfile.load(path).scale == 1.0
+
+
+@pytest.mark.parametrize("target", [".", ".."])
+def test_saving_over_the_current_directory_is_refused_and_leaves_nothing(tmp_path, monkeypatch, target):
+    work = tmp_path / "a" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    with pytest.raises(ModelFileError, match="current directory"):
+        _fitted_mean().save(target)
+    assert list(work.iterdir()) == [] and sorted(p.name for p in (tmp_path / "a").iterdir()) == ["work"]
+
+
+def test_state_that_is_not_finite_is_refused_at_save_and_nothing_is_written(tmp_path):
+    with np.errstate(over="ignore"):
+        det = MeanDetector().fit(np.array([[1e308, 0.0], [1e308, 1.0]]))
+    assert det.mean_[0] == np.inf  # the sum overflowed the float range
+    with pytest.raises(ModelFileError, match="'mean' holds NaN or infinity"):
+        det.save(tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+    det = _fitted_mean()
+    det.threshold_ = float("inf")
+    with pytest.raises(ModelFileError, match="NaN or infinity"):
+        det.save(tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_safetensors_failure_while_saving_is_one_clear_error(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(No space left on device)")
+
+    monkeypatch.setattr(modelfile, "save_file", full)
+    with pytest.raises(ModelFileError, match="No space left"):
+        _fitted_mean().save(tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- hostile model folders -----------------------------------------------------------------------
+
+
+def test_loading_never_imports_normalcy_main(tmp_path):
+    # normalcy.__main__ runs the CLI on import, with the host process's sys.argv.
+    sys.modules.pop("normalcy.__main__", None)
+    path = _fitted_mean().save(tmp_path / "m")
+    _rewrite_manifest(path, **{"class": "normalcy.__main__.X"})
+    with pytest.raises(ModelFileError, match="unknown detector class"):
+        modelfile.load(path)
+    assert "normalcy.__main__" not in sys.modules
+
+
+def test_a_manifest_that_is_a_fifo_or_a_device_is_refused_without_reading(tmp_path):
+    path = _fitted_mean().save(tmp_path / "m")
+    (path / "manifest.json").unlink()
+    os.mkfifo(path / "manifest.json")  # opening it for reading would block until a writer came
+    with pytest.raises(ModelFileError, match="not a regular file"):
+        modelfile.load(path)
+    (path / "manifest.json").unlink()
+    (path / "manifest.json").symlink_to("/dev/zero")  # reading it would never end
+    with pytest.raises(ModelFileError, match="not a regular file"):
+        modelfile.load(path)
+
+
+def test_arrays_that_are_a_device_are_refused(tmp_path):
+    path = _fitted_mean().save(tmp_path / "m")
+    (path / "arrays.safetensors").unlink()
+    (path / "arrays.safetensors").symlink_to("/dev/zero")
+    with pytest.raises(ModelFileError, match="not a regular file"):
+        modelfile.load(path)
+
+
+def test_an_oversized_manifest_is_refused(tmp_path, monkeypatch):
+    path = _fitted_mean().save(tmp_path / "m")
+    monkeypatch.setattr(modelfile, "MAX_MANIFEST_BYTES", 100)
+    with pytest.raises(ModelFileError, match="over the 100-byte limit"):
+        modelfile.load(path)
+
+
+@pytest.mark.parametrize("text", ['{"format": "normalcy-model", "x": NaN}', "[" * 100_000 + "]" * 100_000])
+def test_non_json_numbers_and_deep_nesting_are_clear_errors(tmp_path, text):
+    path = _fitted_mean().save(tmp_path / "m")
+    (path / "manifest.json").write_text(text)
+    with pytest.raises(ModelFileError, match="cannot read"):
+        modelfile.load(path)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("threshold", True, "threshold"), ("threshold", 1e999, "Infinity is not a JSON number"), ("library_version", 3, "library_version"),
+    ("arrays_sha256", "abc", "arrays_sha256"), ("surprise", 1, "surprise"), ("class", "os system", "class"),
+    ("calibration", {"rule": "fpr:0.01", "threshold": "x"}, "calibration"),
+])
+def test_manifest_fields_are_checked_against_the_schema(tmp_path, field, value, message):
+    path = _fitted_mean().save(tmp_path / "m")
+    manifest = _manifest(path)
+    manifest[field] = value
+    manifest["manifest_sha256"] = _digest(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match=message):
+        modelfile.load(path)
+
+
+class RenamedDetector(MeanDetector):
+    renamed_params = {"factor": "scale"}
+
+
+def test_a_parameter_renamed_since_a_release_still_loads(tmp_path):
+    path = RenamedDetector(scale=2.0).fit(TRAIN).save(tmp_path / "m")
+    _rewrite_manifest(path, params={"factor": 2.0, "note": "plain"})  # as the older release wrote it
+    loaded = modelfile.load(path)
+    assert loaded.get_params() == {"scale": 2.0, "note": "plain"}
+    with pytest.raises(ModelFileError, match="no parameter"):
+        _rewrite_manifest(path, params={"factr": 2.0}) or modelfile.load(path)

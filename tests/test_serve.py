@@ -1,4 +1,5 @@
-"""The HTTP service against a real uvicorn server on a loopback port, with httpx as the client.
+"""The HTTP service against a real uvicorn server on a loopback port, with httpx and Triton's
+own client (`tritonclient.http`, JSON and binary tensor data) as clients.
 
 Models of every modality are fitted here on tiny data and saved; the served scores are
 checked against the same saved models scored in-process, and hostile requests must each get
@@ -12,6 +13,7 @@ import copy
 import io
 import json
 import logging
+import os
 import signal
 import socket
 import struct
@@ -30,18 +32,17 @@ import uvicorn
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from clirunner import run_in_process
+from conftest import make_detector, paste_square, texture
 from normalcy.cli.serve import check_host, read_token
 from normalcy.core.errors import DataError
 from normalcy.core.modelfile import load
-from normalcy.core.threshold import Fixed
 from normalcy.events import Frequency
 from normalcy.logs.model import LogModel
 from normalcy.serve.app import create_app
 from normalcy.serve.codec import Limits
 from normalcy.tabular import ECOD
 from normalcy.timeseries import RollingMAD
-
-from conftest import make_detector, paste_square, texture
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -108,25 +109,25 @@ def models(tmp_path_factory, fitted, image_data):
     root = tmp_path_factory.mktemp("models")
     rng = np.random.default_rng(7)
     image = copy.copy(fitted("patchcore"))
-    image.calibrate(image_data.calib, Fixed(float(np.max(image.score(image_data.normal)))))
+    image.set_threshold(float(np.max(image.decision_function(image_data.normal))))
     out = {"parts": image.save(root / "parts")}
     out["parts-global"] = make_detector("gaussian").fit(image_data.train).save(root / "parts-global")
 
     table = pd.DataFrame({"amount": rng.normal(100, 10, 300), "items": rng.integers(1, 5, 300),
                           "country": rng.choice(["de", "fr", "it"], 300)})
     ecod = ECOD().fit(table)
-    ecod.threshold_ = float(np.quantile(ecod.score(table), 0.99))
-    out["tx"] = ecod.save(root / "tx")
+    ecod.set_threshold(float(np.quantile(ecod.decision_function(table), 0.99)))
+    out["tx"] = ecod.save(root / "tx.model")  # served as "tx"
 
     series = RollingMAD(history=30, warmup=10).fit(np.sin(np.arange(300) / 5) + rng.normal(0, 0.05, 300))
-    series.threshold_ = 3.0
+    series.set_threshold(3.0)
     out["sensor"] = series.save(root / "sensor")
     pair = RollingMAD(history=30, warmup=10, likelihood=False).fit(rng.normal(size=(200, 2)))
     out["pair"] = pair.save(root / "pair")
 
     events = pd.DataFrame({"user": rng.choice(["ann", "bob", "cy"], 300), "host": rng.choice(["h1", "h2"], 300)})
     freq = Frequency().fit(events)
-    freq.threshold_ = float(np.quantile(freq.score(events), 0.95))
+    freq.set_threshold(float(np.quantile(freq.decision_function(events), 0.95)))
     out["logins"] = freq.save(root / "logins")
 
     logs = LogModel("unseen", group_by=r"session (\d+)").fit(LOG_LINES)
@@ -140,7 +141,9 @@ def models(tmp_path_factory, fitted, image_data):
 
 @pytest.fixture(scope="module")
 def server(models):
-    app = create_app([(name, path) for name, path in models.items()], token=TOKEN, workers=2, threads=1)
+    # The table model by its folder, tx.model: its name comes from the server.
+    folders = [models["tx"] if name == "tx" else (name, path) for name, path in models.items()]
+    app = create_app(folders, token=TOKEN, workers=2, threads=1)
     with Server(app) as s:
         yield s
 
@@ -170,7 +173,7 @@ def assert_alive(client):
 def test_health_server_metadata_and_repository_index(client, models):
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/v2/health/ready").json() == {"ready": True}
-    assert client.get("/v2").json()["extensions"] == ["model_repository"]
+    assert client.get("/v2").json()["extensions"] == ["model_repository", "binary_tensor_data"]
     index = client.post("/v2/repository/index", json={}).json()
     assert [m["name"] for m in index] == list(models)
     assert {m["state"] for m in index} == {"READY"}
@@ -218,7 +221,8 @@ def test_image_scores_and_maps_equal_in_process(client, models, image_data):
     images = [image_data.normal[0], paste_square(rng, texture(rng))[0]]
     out = outputs(infer(client, "parts", image_request(*map(png, images), id="req-1")))
     detector = load(models["parts"])
-    scores, maps = detector.score_maps(np.stack(images))  # PNG is lossless: the same pixels
+    expected = detector.detect(np.stack(images))  # PNG is lossless: the same pixels
+    scores, maps = expected.scores, expected.localization
     np.testing.assert_allclose(out["score"]["data"], scores, rtol=1e-6)
     assert out["label"]["data"] == [bool(s >= detector.threshold_) for s in scores]
     assert out["anomaly_map"]["shape"] == [2, 64, 64]
@@ -244,8 +248,8 @@ def test_requested_outputs_only(client):
 def test_image_without_maps(client, models, image_data):
     out = outputs(infer(client, "parts-global", image_request(png(image_data.normal[1]))))
     assert list(out) == ["score"]
-    np.testing.assert_allclose(out["score"]["data"], load(models["parts-global"]).score(image_data.normal[1:2]),
-                               rtol=1e-6)
+    expected = load(models["parts-global"]).decision_function(image_data.normal[1:2])
+    np.testing.assert_allclose(out["score"]["data"], expected, rtol=1e-6)
 
 
 def test_tabular_scores_equal_in_process(client, models):
@@ -255,19 +259,22 @@ def test_tabular_scores_equal_in_process(client, models):
                        {"name": "country", "datatype": "BYTES", "shape": [3], "data": rows["country"].tolist()}]}
     out = outputs(infer(client, "tx", body))
     detector = load(models["tx"])
-    expected = detector.score(rows)
+    expected = detector.decision_function(rows)
     np.testing.assert_allclose(out["score"]["data"], expected, rtol=1e-9)
     assert out["label"]["data"] == [bool(s >= detector.threshold_) for s in expected]
     assert out["label"]["data"][1] is True  # 400 is 30 standard deviations out
 
 
-def test_null_is_a_missing_value_filled_as_in_process(client, models):
-    body = {"inputs": [{"name": "amount", "datatype": "FP64", "shape": [2], "data": [None, 99.0]},
-                       {"name": "items", "datatype": "INT64", "shape": [2], "data": [2, 2]},
-                       {"name": "country", "datatype": "BYTES", "shape": [2], "data": ["de", "de"]}]}
-    rows = pd.DataFrame({"amount": [np.nan, 99.0], "items": [2, 2], "country": ["de", "de"]})
-    np.testing.assert_allclose(outputs(infer(client, "tx", body))["score"]["data"], load(models["tx"]).score(rows),
-                               rtol=1e-9)
+def test_null_and_empty_text_are_missing_values_as_in_process(client, models):
+    # What docs/serving.md tells table users: a missing value is sent in its column.
+    body = {"inputs": [{"name": "amount", "datatype": "FP64", "shape": [3], "data": [None, 99.0, 99.0]},
+                       {"name": "items", "datatype": "INT64", "shape": [3], "data": [2, 2, 2]},
+                       {"name": "country", "datatype": "BYTES", "shape": [3], "data": ["de", "", "de"]}]}
+    rows = pd.DataFrame({"amount": [np.nan, 99.0, 99.0], "items": [2, 2, 2], "country": ["de", None, "de"]})
+    expected = load(models["tx"]).decision_function(rows)
+    served = outputs(infer(client, "tx", body))["score"]["data"]
+    np.testing.assert_allclose(served, expected, rtol=1e-9)
+    assert served[1] != served[2]  # the empty category is not "de"
 
 
 def test_timeseries_scores_equal_in_process_and_do_not_change_the_model(client, models):
@@ -275,7 +282,7 @@ def test_timeseries_scores_equal_in_process_and_do_not_change_the_model(client, 
     values[40] = 5.0
     body = {"inputs": [{"name": "values", "datatype": "FP32", "shape": [60], "data": values.tolist()}]}
     first, again = outputs(infer(client, "sensor", body)), outputs(infer(client, "sensor", body))
-    expected = load(models["sensor"]).score(values.astype(np.float32).astype(np.float64))
+    expected = load(models["sensor"]).decision_function(values.astype(np.float32).astype(np.float64))
     np.testing.assert_allclose(first["score"]["data"], expected, rtol=1e-9)
     assert first["score"]["data"] == again["score"]["data"]
     assert first["label"]["data"][40] is True
@@ -285,7 +292,7 @@ def test_multivariate_series_nested_rows(client, models):
     rows = np.random.default_rng(1).normal(size=(25, 2))
     body = {"inputs": [{"name": "values", "datatype": "FP64", "shape": [25, 2], "data": rows.tolist()}]}
     np.testing.assert_allclose(outputs(infer(client, "pair", body))["score"]["data"],
-                               load(models["pair"]).score(rows), rtol=1e-9)
+                               load(models["pair"]).decision_function(rows), rtol=1e-9)
 
 
 def test_events_scores_equal_in_process(client, models):
@@ -293,7 +300,7 @@ def test_events_scores_equal_in_process(client, models):
     body = {"inputs": [{"name": c, "datatype": "BYTES", "shape": [3], "data": frame[c].tolist()}
                        for c in ("user", "host")]}
     out = outputs(infer(client, "logins", body))
-    np.testing.assert_allclose(out["score"]["data"], load(models["logins"]).score(frame), rtol=1e-9)
+    np.testing.assert_allclose(out["score"]["data"], load(models["logins"]).decision_function(frame), rtol=1e-9)
     assert out["label"]["data"][2] is True
 
 
@@ -313,16 +320,16 @@ def test_text_scores_and_nearest_equal_in_process(client, models):
     texts = ["the pump pressure is normal", "a recipe for lemon cake"]
     out = outputs(infer(client, "notes", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2],
                                                       "data": texts}]}))
-    scores, nearest = load(models["notes"]).score_with_evidence(texts)
-    np.testing.assert_allclose(out["score"]["data"], scores, rtol=1e-6, atol=1e-6)
-    assert out["nearest"]["data"] == nearest
+    explanation = load(models["notes"]).explain(texts)
+    np.testing.assert_allclose(out["score"]["data"], explanation.scores, rtol=1e-6, atol=1e-6)
+    assert out["nearest"]["data"] == [evidence[0] for evidence in explanation.evidence]
     assert out["score"]["data"][1] > out["score"]["data"][0]
 
 
 def test_concurrent_requests_get_their_own_scores(client, models, image_data):
     images = list(image_data.test)
     detector = load(models["parts"])
-    expected = detector.score(np.stack(images))
+    expected = detector.decision_function(np.stack(images))
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda im: outputs(infer(client, "parts", image_request(png(im))))["score"]["data"][0],
                             images))
@@ -335,7 +342,7 @@ def test_concurrent_requests_get_their_own_scores(client, models, image_data):
             {"name": "values", "datatype": "FP64", "shape": [len(v)], "data": v.tolist()}]}))["score"]["data"],
             series))
     for values, scores in zip(series, got):
-        np.testing.assert_allclose(scores, sensor.score(values), rtol=1e-9)
+        np.testing.assert_allclose(scores, sensor.decision_function(values), rtol=1e-9)
 
 
 # --- hostile and malformed requests ------------------------------------------------------------
@@ -395,6 +402,81 @@ def test_malformed_json_and_bodies(client):
     assert_alive(client)
 
 
+SURROGATES = {  # model -> inputs with a lone surrogate in one text, and the input and element named
+    "tx": ([{"name": "amount", "datatype": "FP64", "shape": [1], "data": [1.0]},
+            {"name": "items", "datatype": "INT64", "shape": [1], "data": [2]},
+            {"name": "country", "datatype": "BYTES", "shape": [1], "data": ["\ud800"]}], "input 'country': element 0"),
+    "logins": ([{"name": "user", "datatype": "BYTES", "shape": [1], "data": ["ann"]},
+                {"name": "host", "datatype": "BYTES", "shape": [1], "data": ["h\ud800"]}], "input 'host': element 0"),
+    "notes": ([{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["fine", "\udfff"]}],
+              "input 'text': element 1"),
+    "app-logs": ([{"name": "lines", "datatype": "BYTES", "shape": [1], "data": ["session 1 \ud800"]}],
+                 "input 'lines': element 0"),
+}
+
+
+@pytest.mark.parametrize("name", SURROGATES)
+def test_a_lone_surrogate_is_a_400_naming_input_and_element(client, name):
+    inputs, named = SURROGATES[name]
+    # json.dumps writes the escape "\ud800", which JSON parsers accept; it used to be a 500.
+    response = client.post(f"/v2/models/{name}/infer", content=json.dumps({"inputs": inputs}),
+                           headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith(f"{named} is not valid text: it holds a lone surrogate")
+    assert_alive(client)
+
+
+def binary_request(inputs: list[tuple[dict, bytes]], **extra) -> tuple[bytes, dict]:
+    """A body with binary tensor data, and its headers."""
+    header = json.dumps({"inputs": [{**entry, "parameters": {"binary_data_size": len(data)}}
+                                    for entry, data in inputs], **extra}).encode()
+    return header + b"".join(data for _, data in inputs), {"Inference-Header-Content-Length": str(len(header))}
+
+
+def test_binary_tensor_data_in_and_out_over_http(client, models):
+    values = np.sin(np.arange(300, 340) / 5)
+    content, headers = binary_request(
+        [({"name": "values", "datatype": "FP64", "shape": [40]}, values.astype("<f8").tobytes())],
+        parameters={"binary_data_output": True},
+        outputs=[{"name": "score"}, {"name": "label", "parameters": {"binary_data": False}}])
+    response = client.post("/v2/models/sensor/infer", content=content, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/octet-stream"
+    size = int(response.headers["inference-header-content-length"])
+    header = json.loads(response.content[:size])
+    assert header["outputs"][0] == {"name": "score", "datatype": "FP64", "shape": [40],
+                                    "parameters": {"binary_data_size": 320}}
+    detector = load(models["sensor"])
+    expected = detector.decision_function(values)
+    np.testing.assert_allclose(np.frombuffer(response.content[size:], "<f8"), expected, rtol=1e-9)
+    assert header["outputs"][1]["data"] == [bool(s >= detector.threshold_) for s in expected]
+
+
+def test_hostile_binary_requests_get_a_400_and_the_server_stays_up(client):
+    values = np.zeros(4).tobytes()
+    entry = {"name": "values", "datatype": "FP64", "shape": [4]}
+    content, headers = binary_request([(entry, values)])
+    truncated, text_headers = binary_request([({"name": "text", "datatype": "BYTES", "shape": [1]},
+                                               struct.pack("<I", 50) + b"short")])
+    cases = [
+        ("sensor", content, {"Inference-Header-Content-Length": str(len(content) + 10)}, "whole body has only"),
+        ("sensor", content + b"\0" * 8, headers, "8 bytes of binary data after the JSON header belong to no input"),
+        ("sensor", content[:-8], headers, "binary_data_size is 32 bytes, but only 24"),
+        ("sensor", content, {"Inference-Header-Content-Length": "-1"}, "must be the JSON header's size"),
+        ("notes", truncated, text_headers,
+         "input 'text': element 0 is truncated: its length says 50 bytes, 5 are left"),
+        ("notes", *binary_request([({"name": "text", "datatype": "BYTES", "shape": [1]},
+                                    struct.pack("<I", 3) + "\ud800".encode("utf-8", "surrogatepass"))]),
+         "input 'text': element 0 is not valid text"),
+        ("sensor", content, {**headers, "Content-Encoding": "gzip"}, "Content-Encoding 'gzip' is not supported"),
+    ]
+    for name, body, extra, message in cases:
+        response = client.post(f"/v2/models/{name}/infer", content=body, headers=extra)
+        assert response.status_code in (400, 415), (message, response.text)
+        assert message in response.json()["error"], (message, response.json())
+        assert_alive(client)
+
+
 def test_missing_or_wrong_token_is_401_and_public_paths_stay_open(server, image_data):
     with httpx.Client(base_url=server.url, timeout=30) as anonymous:
         for response in (anonymous.post("/v2/repository/index", json={}), anonymous.get("/v2/models/tx"),
@@ -451,6 +533,77 @@ def test_scoring_past_the_timeout_is_503_or_504(models, image_data):
         assert_alive(client)
 
 
+# --- Host header and disconnects --------------------------------------------------------------------
+
+
+def test_without_a_token_the_host_must_name_this_server(tight, image_data):
+    port = tight.base_url.port
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost.:{port}", f"[::1]:{port}"):
+        assert tight.get("/v2/models/tx", headers={"Host": host}).status_code == 200, host
+    # A page on evil.example whose name now points at 127.0.0.1 (DNS rebinding) sends its own name.
+    for host in (f"evil.example:{port}", "evil.example", f"localhost:{port + 1}", "127.0.0.1", "[::1", ""):
+        for response in (tight.get("/v2/models/tx", headers={"Host": host}),
+                         tight.post("/v2/models/parts/infer", json=image_request(png(image_data.normal[0])),
+                                    headers={"Host": host}),
+                         tight.get("/", headers={"Host": host})):
+            assert response.status_code == 400, host
+            assert "is not this server's address" in response.json()["error"]
+            assert "--allow-host" in response.json()["error"]
+
+
+def test_allowed_host_names_and_a_token_let_other_names_in(models, client):
+    app = create_app([("tx", models["tx"])], allow_hosts=["Models.Internal", "proxy.example:8443"])
+    with Server(app) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        for host, status in (("models.internal", 200), ("models.internal:1234", 200), ("proxy.example:8443", 200),
+                             ("proxy.example", 400), ("proxy.example:9999", 400)):
+            assert c.get("/v2/models/tx", headers={"Host": host}).status_code == status, host
+    # With a token, the token is what keeps a foreign page out.
+    assert client.get("/v2/models/tx", headers={"Host": "evil.example"}).status_code == 200
+    with pytest.raises(DataError, match="--allow-host takes a host name"):
+        create_app([("tx", models["tx"])], allow_hosts=["http://x/"])
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_a_client_that_disconnects_mid_body_is_a_499_with_one_line_and_no_traceback(tight):
+    handler = Records()
+    # uvicorn.error and normalcy.serve.access reach these two: they propagate.
+    loggers = [logging.getLogger(n) for n in ("uvicorn", "normalcy.serve")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        before = metric_samples(tight)
+        port = tight.base_url.port
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"POST /v2/models/tx/infer HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"inputs\": [" % port)
+            time.sleep(0.3)  # the server is reading the body when the client goes away
+        key = ("normalcy_requests_total", (("model", "tx"), ("route", "infer"), ("status", "499")))
+        deadline = time.monotonic() + 5
+        while (after := metric_samples(tight)).get(key, 0) - before.get(key, 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+    assert after.get(key, 0) - before.get(key, 0) == 1
+    server_errors = ("normalcy_requests_total", (("model", "tx"), ("route", "infer"), ("status", "500")))
+    assert after.get(server_errors, 0) == before.get(server_errors, 0)
+    assert [r for r in handler.records if r.exc_info or r.levelno >= logging.ERROR] == []
+    lines = [json.loads(r.getMessage()) for r in handler.records if r.name == "normalcy.serve.access"]
+    assert [x["status"] for x in lines if x["path"] == "/v2/models/tx/infer"] == [499]
+    assert_alive(tight)
+
+
 # --- operations ------------------------------------------------------------------------------------
 
 
@@ -495,19 +648,142 @@ def test_one_json_access_log_line_per_request(client, caplog):
     assert all(x["latency_ms"] >= 0 for x in lines)
 
 
+# --- Triton's client: JSON and binary tensor data ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def triton(server):
+    """tritonclient.http and a client of the server. Off CI a missing tritonclient skips these
+    tests; under CI (`CI` set) it fails them: it is in the dev extra."""
+    if os.environ.get("CI"):
+        import tritonclient.http as http
+    else:
+        http = pytest.importorskip("tritonclient.http")
+    client = http.InferenceServerClient(server.url.removeprefix("http://"), connection_timeout=30,
+                                        network_timeout=120)
+    yield http, client
+    client.close()
+
+
+def triton_cases(image_data):
+    """model -> (inputs as numpy arrays by name, a function of the loaded detector giving the
+    expected outputs by name)."""
+    rng = np.random.default_rng(3)
+    images = [image_data.normal[0], paste_square(rng, texture(rng))[0]]
+    rows = pd.DataFrame({"amount": [101.0, 400.0], "items": np.array([2, 3], dtype=np.int64),
+                         "country": ["de", "zz"]})
+    values = np.sin(np.arange(300, 340) / 5)
+    values[30] = 4.0
+    pair = np.random.default_rng(1).normal(size=(25, 2))
+    events = pd.DataFrame({"user": ["ann", "mallory"], "host": ["h1", "h9"]})
+    lines = ["session 900 opened by user1", "session 901 kernel panic at 0xdead"]
+    texts = ["the pump pressure is normal", "a recipe for lemon cake"]
+
+    def image_outputs(d):
+        prediction = d.detect(np.stack(images))
+        return {"score": prediction.scores, "anomaly_map": prediction.localization}
+
+    def text_outputs(d):
+        explanation = d.explain(texts)
+        return {"score": explanation.scores, "nearest": [e[0] for e in explanation.evidence]}
+
+    def log_outputs(d):
+        analysis = d.analyse(lines, explain=False)
+        return {"score": analysis.scores, "group": list(analysis.groups.keys)}
+
+    return {
+        "parts": ({"image": [png(i) for i in images]}, image_outputs),
+        "tx": ({c: rows[c].to_numpy() for c in rows}, lambda d: {"score": d.decision_function(rows)}),
+        "sensor": ({"values": values}, lambda d: {"score": d.decision_function(values)}),
+        "pair": ({"values": pair}, lambda d: {"score": d.decision_function(pair)}),
+        "logins": ({c: events[c].to_numpy() for c in events}, lambda d: {"score": d.decision_function(events)}),
+        "app-logs": ({"lines": lines}, log_outputs),
+        "notes": ({"text": texts}, text_outputs),
+    }
+
+
+def auth() -> dict:
+    # A fresh dict per call: tritonclient adds Inference-Header-Content-Length to the dict it is given.
+    return dict(AUTH)
+
+
+TRITON_DATATYPES = {np.dtype(np.float64): "FP64", np.dtype(np.int64): "INT64"}
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("name", ["parts", "tx", "sensor", "pair", "logins", "app-logs", "notes"])
+def test_triton_client_scores_every_modality_as_in_process(triton, models, image_data, name, binary):
+    http, client = triton
+    arrays, expected_of = triton_cases(image_data)[name]
+    inputs = []
+    for input_name, data in arrays.items():
+        if isinstance(data, list) or data.dtype == object:
+            # Files go as raw bytes in binary data, as base64 text in JSON; text as text.
+            if name == "parts" and not binary:
+                data = [b64(d) for d in data]
+            array, datatype = np.array(data, dtype=object), "BYTES"
+        else:
+            array, datatype = data, TRITON_DATATYPES[data.dtype]
+        tensor = http.InferInput(input_name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array, binary_data=binary)  # the client's default is binary_data=True
+        inputs.append(tensor)
+    meta = client.get_model_metadata(name, headers=auth())
+    # No outputs named: the client asks for every output as binary data; for JSON, name them.
+    outputs = None if binary else [http.InferRequestedOutput(o["name"], binary_data=False) for o in meta["outputs"]
+                                   if o["name"] != "overlay"]
+    result = client.infer(name, inputs, outputs=outputs, headers=auth())
+    detector = load(models[name])
+    expected = expected_of(detector)
+    np.testing.assert_allclose(result.as_numpy("score"), expected["score"], rtol=1e-6, atol=1e-9)
+    if detector.threshold_ is not None:
+        assert result.as_numpy("label").tolist() == [bool(s >= detector.threshold_) for s in expected["score"]]
+    if "anomaly_map" in expected:
+        np.testing.assert_allclose(result.as_numpy("anomaly_map"), expected["anomaly_map"], rtol=1e-5, atol=1e-6)
+    for key in ("nearest", "group"):
+        if key in expected:
+            got = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy(key).tolist()]
+            assert got == expected[key]
+
+
+def test_triton_client_health_metadata_and_errors(triton, image_data):
+    http, client = triton
+    assert client.is_server_live() and client.is_server_ready()
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+    assert client.is_model_ready("tx", headers=auth())
+    assert [i["name"] for i in client.get_model_metadata("tx", headers=auth())["inputs"]] == ["amount", "items",
+                                                                                             "country"]
+    # Raw bytes that are no UTF-8 text: the server's 400 reaches the client as its message.
+    text = http.InferInput("text", [1], "BYTES")
+    text.set_data_from_numpy(np.array([b"caf\xe9"], dtype=object))
+    with pytest.raises(http.InferenceServerException, match="input 'text': element 0 is not valid text"):
+        client.infer("notes", [text], headers=auth())
+    broken = http.InferInput("image", [1], "BYTES")
+    broken.set_data_from_numpy(np.array([png(image_data.normal[0])[:100]], dtype=object))
+    with pytest.raises(http.InferenceServerException, match="truncated"):
+        client.infer("parts", [broken], headers=auth())
+
+
 # --- the command line --------------------------------------------------------------------------------
 
 
-def run_cli(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "normalcy", *args], capture_output=True, text=True, timeout=timeout)
-
-
 def test_cli_refuses_a_public_address_without_a_token(models):
-    result = run_cli("serve", str(models["tx"]), "--host", "0.0.0.0")
+    result = run_in_process("serve", str(models["tx"]), "--host", "0.0.0.0")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: refusing to listen on 0.0.0.0 without a token: anyone who can reach it could use the models; "
         "give --token-file FILE, or listen on 127.0.0.1 behind a proxy"]
+
+
+def test_cli_names_models_without_the_suffix_and_refuses_two_of_one_name(models, tmp_path):
+    import shutil
+
+    other = shutil.copytree(models["tx"], tmp_path / "tx")
+    result = run_in_process("serve", str(models["tx"]), str(other))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: two models are named 'tx' ({models['tx']} and {other}); give one "
+                                     "another name with --name NAME=DIR")
+    result = run_in_process("serve", str(models["tx"]), "--allow-host", "two words")
+    assert result.returncode == 2 and "--allow-host takes a host name" in result.stderr
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
@@ -540,8 +816,8 @@ def test_cli_serves_and_shuts_down_gracefully_on_sigterm(models, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "normalcy", "serve", "--name", f"sensor={models['sensor']}",
-                             "--port", str(port), "--token-file", str(token)],
+    proc = subprocess.Popen([sys.executable, "-m", "normalcy", "serve", str(models["tx"]),
+                             "--name", f"sensor={models['sensor']}", "--port", str(port), "--token-file", str(token)],
                             stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -568,24 +844,30 @@ def test_cli_serves_and_shuts_down_gracefully_on_sigterm(models, tmp_path):
         assert proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has drained
     finally:
         proc.kill()
-    log_lines = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
+    stderr = proc.stderr.read().splitlines()
+    log_lines = [json.loads(line) for line in stderr if line.startswith("{")]
     assert [(x["path"], x["status"]) for x in log_lines if x["model"]] == [("/v2/models/sensor/infer", 200)]
+    # The names and URLs, at start: tx.model is served as "tx".
+    assert stderr[:4] == [f"serving 2 model(s) on {url} (bearer token required)",
+                          f"  tx      {url}/v2/models/tx/infer  ({models['tx']})",
+                          f"  sensor  {url}/v2/models/sensor/infer  ({models['sensor']})",
+                          f"  page: {url}/"]
 
 
-def test_serve_bench_reports_both_modes_with_no_errors(models, tmp_path):
+def test_serve_bench_reports_both_modes_and_bodies_with_no_errors(models, tmp_path):
     from normalcy.serve.bench import run
 
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"inputs": [{"name": "values", "datatype": "FP64", "shape": [40],
                                                "data": [0.5] * 40}]}))
     json_file, md_file, records = run(models["sensor"], None, request, requests=12, concurrency=3, workers=2,
-                                      threads=1, outputs=["score"], json_path=tmp_path / "bench.json")
+                                      threads=1, outputs=["score"], json_path=tmp_path / "bench.json", binary=True)
     doc = json.loads(json_file.read_text())
-    assert [(r["mode"], r["threads"]) for r in doc["records"]] == [("in-process", 1), ("in-process", 2),
-                                                                   ("served", 1)]
+    assert [(r["mode"], r["body"], r["threads"]) for r in doc["records"]] == [
+        ("in-process", "JSON", 1), ("in-process", "JSON", 2), ("served", "JSON", 1), ("served", "binary", 1)]
     for r in doc["records"]:
         assert r["errors"] == 0 and r["items"] == 12 * 40 and r["throughput_per_s"] > 0
         assert 0 < r["p50_ms"] <= r["p99_ms"]
     best = max(r["throughput_per_s"] for r in doc["records"][:2])
-    assert doc["records"][2]["relative"] == pytest.approx(doc["records"][2]["throughput_per_s"] / best)
-    assert "| served |" in md_file.read_text()
+    assert doc["records"][3]["relative"] == pytest.approx(doc["records"][3]["throughput_per_s"] / best)
+    assert "| served | binary |" in md_file.read_text()

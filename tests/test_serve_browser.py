@@ -171,7 +171,7 @@ def test_image_score_label_and_overlay(page, models, tmp_path):
                            " return i.complete && i.naturalWidth > 0; })()")
     assert error.is_hidden()
     assert page.evaluate("document.getElementById('overlay').naturalWidth") == 192  # the posted image's size
-    expected = load(root / "parts").predict([root / "defect.png"])
+    expected = load(root / "parts").detect([root / "defect.png"])
     assert expected.labels[0] == 1  # the pasted square is well above every calibration score
     assert _shown_score(page) == _rounded(expected.scores[0])
     assert page.locator("#label").inner_text() == "anomalous"
@@ -192,7 +192,7 @@ def test_series_plot_marks_flagged_points(page, models, tmp_path):
     page.fill("#series-text", "\n".join(repr(float(v)) for v in series))
     page.click("#submit")
     page.locator("#plot svg").wait_for(state="visible")
-    expected = load(root / "sensor").predict(series)
+    expected = load(root / "sensor").detect(series)
     flagged = np.flatnonzero(expected.labels)
     assert 40 in flagged and 85 in flagged
     shown = page.eval_on_selector_all("#plot circle.flag", "dots => dots.map(d => +d.dataset.index)")
@@ -211,7 +211,7 @@ def test_table_rows_from_pasted_csv(page, models):
     page.fill("#csv-text", rows.to_csv(index=False))  # quotes "Korea, Republic of"
     page.click("#submit")
     page.locator("#table-wrap table").wait_for(state="visible")
-    expected = load(root / "orders").predict(rows)
+    expected = load(root / "orders").detect(rows)
     assert expected.labels.tolist() == [0, 1, 0]
     header = page.eval_on_selector_all("#table-wrap thead th", "ths => ths.map(t => t.textContent)")
     score_col, label_col = header.index("score"), header.index("label")

@@ -14,8 +14,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import LocalOutlierFactor
 from sklearn.svm import OneClassSVM
 
-from normalcy.core import FalseAlarmRate, load
+from normalcy.core import FalseAlarmRate, checks, load
+from normalcy.core.checks import assert_same_scores
 from normalcy.core.errors import DataError, ModelFileError
+from normalcy.core.registry import CLASSES, detectors
 from normalcy.tabular.adapter import Adapter
 
 
@@ -46,8 +48,8 @@ def test_sklearn_scores_are_negated_score_samples_on_the_encoded_rows(name, data
     adapter = Adapter(SKLEARN[name]()).fit(train)
     reference = SKLEARN[name]().fit(adapter.encoder_.transform(train))
     expected = -reference.score_samples(adapter.encoder_.transform(test))
-    np.testing.assert_allclose(adapter.score(test), expected, rtol=1e-10)
-    assert roc_auc_score(labels, adapter.score(test)) > 0.95  # higher = more anomalous
+    np.testing.assert_allclose(adapter.decision_function(test), expected, rtol=1e-10)
+    assert adapter.score(test, labels) > 0.95  # higher = more anomalous
 
 
 def test_the_given_estimator_is_left_unfitted(data):
@@ -60,23 +62,24 @@ def test_threshold_and_predict_work_like_a_native_detector(data):
     train, test, _ = data
     adapter = Adapter(SKLEARN["elliptic"]()).fit(train.iloc[:250])
     adapter.calibrate(train.iloc[250:], FalseAlarmRate(0.1))
-    prediction = adapter.predict(test)
+    assert adapter.calibration_.n_items == 50
+    prediction = adapter.detect(test)
     assert (prediction.labels == (prediction.scores >= adapter.threshold_)).all()
+    np.testing.assert_array_equal(adapter.predict(test), prediction.labels)
     assert prediction.labels[:10].all()
 
 
 @pytest.mark.parametrize("name", ["elliptic", "ocsvm"])
-def test_saveable_sklearn_estimators_reload_with_identical_scores(name, data, tmp_path):
+def test_saveable_sklearn_estimators_reload_with_the_same_scores(name, data, tmp_path):
     train, test, _ = data
-    adapter = Adapter(SKLEARN[name]()).fit(train)
-    adapter.threshold_ = 1.5
+    adapter = Adapter(SKLEARN[name]()).fit(train).set_threshold(1.5)
     path = adapter.save(tmp_path / name)
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["class"] == "normalcy.tabular.adapter.Adapter"
     assert sorted(p.name for p in path.iterdir()) == ["arrays.safetensors", "manifest.json"]
     loaded = load(path)
     assert type(loaded.estimator_) is type(adapter.estimator_)
-    assert np.array_equal(loaded.score(test), adapter.score(test))
+    assert_same_scores(loaded.decision_function(test), adapter.decision_function(test))
     assert loaded.threshold_ == 1.5
     # The loaded adapter can be refitted: its estimator is an unfitted copy with the same params.
     assert loaded.estimator.get_params() == adapter.estimator_.get_params()
@@ -130,14 +133,16 @@ def test_bad_estimators_and_input_fail_clearly(data):
         Adapter().fit(train)
     adapter = Adapter(SKLEARN["elliptic"]()).fit(train)
     with pytest.raises(DataError, match="kind"):
-        adapter.score(test.drop(columns=["kind"]))
+        adapter.decision_function(test.drop(columns=["kind"]))
     with pytest.raises(DataError, match="empty"):
-        adapter.score(test.iloc[:0])
+        adapter.decision_function(test.iloc[:0])
     bad = test.copy()
     bad["a"] = bad["a"].astype(object)
     bad.loc[3, "a"] = "lots"
     with pytest.raises(DataError, match="lots"):
-        adapter.score(bad)
+        adapter.decision_function(bad)
+    with pytest.raises(DataError, match="scikit-learn or PyOD detector"):
+        Adapter("OneClassSVM").fit(train)
 
 
 def test_pyod_detectors_are_adapted_and_saved(data, tmp_path):
@@ -151,10 +156,46 @@ def test_pyod_detectors_are_adapted_and_saved(data, tmp_path):
         adapter = Adapter(estimator).fit(train)
         Z = adapter.encoder_.transform(test)
         reference = type(estimator)().fit(adapter.encoder_.transform(train)).decision_function(Z)
-        np.testing.assert_allclose(adapter.score(test), reference)  # PyOD's orientation, as it is
+        np.testing.assert_allclose(adapter.decision_function(test), reference)  # PyOD's orientation, as it is
         loaded = load(adapter.save(tmp_path / type(estimator).__name__))
-        assert np.array_equal(loaded.score(test), adapter.score(test))
+        assert_same_scores(loaded.decision_function(test), adapter.decision_function(test))
     knn = Adapter(PyodKNN()).fit(train)
-    assert roc_auc_score(labels, knn.score(test)) > 0.95
+    assert roc_auc_score(labels, knn.decision_function(test)) > 0.95
     with pytest.raises(ModelFileError, match="--model knn"):
         knn.save(tmp_path / "knn")
+
+
+BY_IDENTITY = (checks.check_clone_and_params, checks.check_save_load)
+
+
+@pytest.mark.parametrize("check", [c for c in checks.CHECKS if c not in BY_IDENTITY],
+                         ids=lambda c: c.__name__.removeprefix("check_"))
+def test_the_adapter_keeps_the_detector_contract(check, tmp_path):
+    """The contract suite runs on registered names; the adapter has none (an estimator object
+    is no command-line value), so it runs here. Two checks compare parameters with ==, which
+    compares estimator objects by identity: a clone or a reloaded adapter holds an equal, not
+    the same, estimator. Cloning is tested by scikit-learn's use below, save and load above."""
+    from contract_tabular import case
+
+    check(Adapter(EllipticEnvelope(random_state=0)), case(), tmp_path)
+
+
+def test_the_adapter_is_loadable_but_not_a_named_detector():
+    assert "normalcy.tabular.adapter.Adapter" in CLASSES
+    assert Adapter not in detectors("tabular").values()
+
+
+def test_fitted_saveable_estimators_hold_c_ordered_arrays_as_reloaded_ones_do(data):
+    adapter = Adapter(SKLEARN["elliptic"]()).fit(np.asfortranarray(data[0][["a", "b", "c"]].to_numpy()))
+    arrays = adapter._get_state()[0]
+    assert {k for k, a in arrays.items() if not a.flags.c_contiguous} == set()
+
+
+def test_a_clone_of_an_adapter_fits_and_scores_like_the_original(data):
+    from sklearn.base import clone
+
+    train, test, _ = data
+    adapter = Adapter(SKLEARN["elliptic"]())
+    twin = clone(adapter)
+    assert twin.estimator is not adapter.estimator and twin.estimator.get_params() == adapter.estimator.get_params()
+    np.testing.assert_array_equal(twin.fit(train).decision_function(test), adapter.fit(train).decision_function(test))

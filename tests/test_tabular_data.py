@@ -1,5 +1,6 @@
 """Reading tables and the column policy (normalcy.tabular.data): every source gives the same
-matrix, missing values, robust scaling, categories seen and unseen, and clear errors."""
+matrix, missing values, robust scaling, categories seen and unseen, columns that cannot
+describe normal rows, silent changes of meaning, and clear errors."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from normalcy.core.errors import DataError
-from normalcy.tabular.data import MISSING, TableEncoder, read_table
+from normalcy.core.errors import DataError, ModelFileError
+from normalcy.tabular.data import MISSING, MixedColumnWarning, TableEncoder, check_strict, read_table
 
 
 def mixed_frame() -> pd.DataFrame:
@@ -113,7 +114,9 @@ def test_encoder_state_round_trip():
 @pytest.mark.parametrize("frame, words", [
     (pd.DataFrame({"size": [1.0], "count": [1]}), ["colour"]),
     (pd.DataFrame({"size": ["big"], "count": [1], "colour": ["red"]}), ["size", "big"]),
-    (pd.DataFrame({"size": [np.inf], "count": [1], "colour": ["red"]}), ["size", "infinity"]),
+    (pd.DataFrame({"size": [np.inf], "count": [1], "colour": ["red"]}), ["size", "infinity", "row 0"]),
+    (pd.DataFrame({"size": [1.0], "count": [1], "colour": pd.Series(["\ud800"], dtype=object)}),
+     ["colour", "lone surrogate", "row 0"]),
     (pd.DataFrame({"size": [True], "count": [1], "colour": ["red"]}), ["size", "true/false"]),
 ])
 def test_bad_input_at_score_time_names_the_column(frame, words):
@@ -149,5 +152,82 @@ def test_empty_file_and_unknown_suffix_are_refused(tmp_path):
 def test_fit_refuses_all_missing_and_date_columns():
     with pytest.raises(DataError, match="'gap'"):
         TableEncoder().fit(pd.DataFrame({"gap": [np.nan, np.nan], "n": [1.0, 2.0]}))
-    with pytest.raises(DataError, match="'when'"):
+    with pytest.raises(DataError, match=r"'when'.*--drop when"):
         TableEncoder().fit(pd.DataFrame({"when": pd.to_datetime(["2024-01-01", "2024-01-02"])}))
+
+
+def test_a_datetime_column_in_a_parquet_file_is_named_with_the_file(tmp_path):
+    """Issue 22 item 1: the error named "data frame", not the file."""
+    from normalcy.tabular import KNN
+
+    pd.DataFrame({"x": np.arange(20.0) % 7, "when": pd.date_range("2024-01-01", periods=20)}).to_parquet(
+        tmp_path / "t.parquet")
+    with pytest.raises(DataError, match=r"t.parquet: column 'when' has type datetime64.*--drop when"):
+        KNN().fit(tmp_path / "t.parquet")
+    frame, _ = read_table(tmp_path / "t.parquet")  # also through a frame read from the file
+    with pytest.raises(DataError, match=r"t.parquet: column 'when'"):
+        KNN().fit(frame.iloc[:15])
+
+
+def numbers(n: int = 30) -> pd.DataFrame:
+    return pd.DataFrame({"x": np.random.default_rng(0).normal(size=n)})
+
+
+@pytest.mark.parametrize("values, words", [
+    ([f"2024-03-{1 + i % 28:02d}T{i % 24:02d}:00:00" for i in range(30)], ["dates or times as text", "--drop ts"]),
+    ([f"{1 + i % 28:02d}/03/2024" for i in range(30)], ["dates or times as text"]),
+    ([f"order-{i:05d}" for i in range(30)], ["identifier", "all 30 values differ", "--drop ts"]),
+    (np.arange(1000, 1030), ["row number, identifier or time stamp", "--drop ts"]),
+    (np.arange(1_700_000_000, 1_700_000_000 - 30 * 60, -60), ["only rise or only fall", "--drop ts"]),
+])
+def test_dates_as_text_and_identifiers_are_refused_naming_the_column_and_drop(values, words):
+    """Issue 22 item 1: a text timestamp was a category: every new row unseen, AUROC 0.5."""
+    with pytest.raises(DataError) as err:
+        TableEncoder().fit(numbers().assign(ts=values), "wine.csv")
+    assert str(err.value).startswith("wine.csv: column 'ts'")
+    for word in words:
+        assert word in str(err.value)
+
+
+@pytest.mark.parametrize("values", [
+    [f"c{i % 7}" for i in range(30)],  # categories that repeat
+    [f"v{i}" for i in range(9)] + [None] * 21,  # distinct, but too few to call an identifier
+    np.random.default_rng(1).integers(0, 1000, 30),  # integers in no order
+    np.arange(30.0),  # floats: a measurement, even if it rises
+])
+def test_ordinary_columns_are_not_taken_for_identifiers(values):
+    TableEncoder().fit(numbers().assign(ts=values), "t")
+
+
+def test_a_text_cell_in_a_column_of_numbers_is_named_in_a_warning_or_refused_when_strict(tmp_path):
+    """Issue 12 item 12: one text cell made a numeric column categorical without a word."""
+    frame = pd.DataFrame({"size": [float(i) for i in range(30)], "n": np.arange(30) % 4})
+    frame["size"] = frame["size"].astype(object)
+    frame.loc[17, "size"] = "twelve"
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    table, name = read_table(tmp_path / "t.csv")
+    with pytest.warns(MixedColumnWarning, match=r"t.csv: column 'size' is read as categories, not numbers, "
+                                                r"because of 1 non-numeric value\(s\) among its 30, the first "
+                                                r"'twelve' at row 17"):
+        encoder = TableEncoder().fit(table, name)
+    assert encoder.kinds_ == ["categorical", "numeric"]
+    with pytest.raises(DataError, match=r"t.csv: column 'size' holds numbers and 1 non-numeric value\(s\), the "
+                                        r"first 'twelve' at row 17.*--drop size"):
+        check_strict(table, name)
+    check_strict(table.drop(columns=["size"]), name)
+
+
+def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path):
+    """Issue 12 item 12: pandas renamed the second `a` to `a.1` silently."""
+    (tmp_path / "t.csv").write_text("a,b,a\n1,2,3\n4,5,6\n")
+    with pytest.raises(DataError, match=r"t.csv: the header names column 'a' twice \(columns 1 and 3\)"):
+        read_table(tmp_path / "t.csv")
+    (tmp_path / "t.tsv").write_text("a\ta.1\n1\t2\n")  # a real column named a.1 is fine
+    assert list(read_table(tmp_path / "t.tsv")[0].columns) == ["a", "a.1"]
+
+
+def test_a_model_file_encoder_with_a_zero_scale_is_refused():
+    arrays, meta = TableEncoder().fit(mixed_frame()).get_state()
+    arrays["encoder.scale"] = np.array([1.0, 0.0, 1.0])
+    with pytest.raises(ModelFileError, match="scales must be positive"):
+        TableEncoder.from_state(arrays, meta)

@@ -1,11 +1,13 @@
 """Table detectors: they find planted outliers, match an independent re-derivation (scikit-learn,
-brute force), survive a save and load unchanged, and say which columns are to blame."""
+brute force), survive a save and load unchanged, say which columns are to blame, refuse
+training data they cannot learn from, and keep their state finite."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -17,8 +19,13 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import LocalOutlierFactor, NearestNeighbors
 
 from normalcy.core import load
+from normalcy.core.checks import assert_same_scores
 from normalcy.core.errors import DataError, ModelFileError
-from normalcy.tabular import COPOD, DETECTORS, ECOD, HBOS, KNN, LOF, PCA, Ensemble, IsolationForest
+from normalcy.core.registry import CLASSES, detectors
+from normalcy.tabular import COPOD, ECOD, HBOS, KNN, LOF, PCA, Ensemble, IsolationForest, Nearest
+from normalcy.tabular.base import ConstantDataWarning
+
+DETECTORS = detectors("tabular")
 
 COLOURS = ["red", "green", "blue"]
 
@@ -64,21 +71,33 @@ MIN_AUROC = {"ecod": 0.9, "copod": 0.9, "hbos": 0.9}
 @pytest.mark.parametrize("name", list(DETECTORS))
 def test_planted_outliers_rank_high(name, fitted, data):
     _, test, labels = data
-    scores = fitted[name].score(test)
+    scores = fitted[name].decision_function(test)
     assert scores.shape == (len(test),) and np.isfinite(scores).all()
     assert roc_auc_score(labels, scores) >= MIN_AUROC.get(name, 0.95)
 
 
 @pytest.mark.parametrize("name", list(DETECTORS))
-def test_save_and_load_give_identical_scores(name, fitted, data, tmp_path):
+def test_save_and_load_give_the_same_scores(name, fitted, data, tmp_path):
     detector = fitted[name]
     test = data[1].copy()
     test.loc[0, "colour"] = "ultraviolet"  # unseen categories too
     loaded = load(detector.save(tmp_path / name))
     assert type(loaded) is type(detector)
-    assert np.array_equal(loaded.score(test), detector.score(test))
+    assert_same_scores(loaded.decision_function(test), detector.decision_function(test))
     if detector.explains:
-        pd.testing.assert_frame_equal(loaded.explain(test), detector.explain(test))
+        again, original = loaded.explain(test), detector.explain(test)
+        assert again.parts == original.parts
+        assert_same_scores(again.contributions, original.contributions, "contributions")
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_fitted_state_is_c_ordered_as_a_reloaded_one_is(name, data):
+    """Issue 20: a Fortran-ordered array (PCA's components) made BLAS sum in another order
+    after a reload, which stores C order. Fitted from a Fortran-ordered matrix too."""
+    for detector in (DETECTORS[name]().fit(data[0]),
+                     DETECTORS[name]().fit_matrix(np.asfortranarray(data[0][["a", "b", "c", "d"]].to_numpy()))):
+        arrays = detector._get_state()[0] if hasattr(detector, "encoder_") else detector.matrix_state()[0]
+        assert {k for k, a in arrays.items() if not a.flags.c_contiguous} == set()
 
 
 @pytest.mark.parametrize("name", list(DETECTORS))
@@ -87,7 +106,7 @@ def test_unseen_category_and_missing_values_are_scored(name, fitted, data):
     row.loc[0, "colour"] = "never-seen"
     row.loc[1, "a"] = np.nan
     row.loc[1, "colour"] = None
-    assert np.isfinite(fitted[name].score(row)).all()
+    assert np.isfinite(fitted[name].decision_function(row)).all()
 
 
 def test_isolation_forest_matches_scikit_learn(fitted, data):
@@ -95,8 +114,8 @@ def test_isolation_forest_matches_scikit_learn(fitted, data):
     train, test, _ = data
     encoded_train = detector.encoder_.transform(train)
     forest = SkIsolationForest(random_state=detector.seed).fit(encoded_train)
-    np.testing.assert_allclose(detector.score(test), -forest.score_samples(detector.encoder_.transform(test)),
-                               rtol=0, atol=1e-12)
+    expected = -forest.score_samples(detector.encoder_.transform(test))
+    np.testing.assert_allclose(detector.decision_function(test), expected, rtol=0, atol=1e-12)
 
 
 def test_isolation_forest_with_column_subsets_matches_scikit_learn(data):
@@ -104,15 +123,15 @@ def test_isolation_forest_with_column_subsets_matches_scikit_learn(data):
     detector = IsolationForest(n_estimators=20, max_features=0.5, max_samples=64, seed=3).fit(train)
     forest = SkIsolationForest(n_estimators=20, max_features=0.5, max_samples=64, random_state=3)
     forest.fit(detector.encoder_.transform(train))
-    np.testing.assert_allclose(detector.score(test), -forest.score_samples(detector.encoder_.transform(test)),
-                               rtol=0, atol=1e-12)
+    expected = -forest.score_samples(detector.encoder_.transform(test))
+    np.testing.assert_allclose(detector.decision_function(test), expected, rtol=0, atol=1e-12)
 
 
 def test_lof_matches_scikit_learn_novelty_mode(fitted, data):
     detector = fitted["lof"]
     train, test, _ = data
     lof = LocalOutlierFactor(n_neighbors=20, novelty=True).fit(detector.encoder_.transform(train))
-    np.testing.assert_allclose(detector.score(test), -lof.score_samples(detector.encoder_.transform(test)))
+    np.testing.assert_allclose(detector.decision_function(test), -lof.score_samples(detector.encoder_.transform(test)))
 
 
 def test_knn_is_the_distance_to_the_kth_training_row(fitted, data):
@@ -120,7 +139,7 @@ def test_knn_is_the_distance_to_the_kth_training_row(fitted, data):
     train, test, _ = data
     neighbours = NearestNeighbors(n_neighbors=5).fit(detector.encoder_.transform(train))
     expected = neighbours.kneighbors(detector.encoder_.transform(test))[0][:, -1]
-    np.testing.assert_allclose(detector.score(test), expected, rtol=1e-4)
+    np.testing.assert_allclose(detector.decision_function(test), expected, rtol=1e-4)
 
 
 # --- brute-force re-derivations on a tiny table ---------------------------------------------
@@ -162,7 +181,8 @@ def test_ecod_and_copod_equal_a_brute_force_derivation(cls, variant):
     detector = cls(variant=variant).fit(TINY_TRAIN)
     encoded_train = detector.encoder_.transform(read(TINY_TRAIN))
     encoded_test = detector.encoder_.transform(read(TINY_TEST))
-    scores, attributions = detector.score(TINY_TEST), detector.explain(TINY_TEST).to_numpy()
+    explanation = detector.explain(TINY_TEST)
+    scores, attributions = explanation.scores, explanation.contributions
     for i, x in enumerate(encoded_test):
         expected = brute_combined(cls, variant, encoded_train, x)
         assert scores[i] == pytest.approx(sum(expected), abs=1e-12)
@@ -182,14 +202,14 @@ def test_ecod_and_copod_equal_pyod_one_row_at_a_time(name):
     ours = {"ECOD": ECOD, "COPOD": COPOD}[name]().fit(train)
     oracle = getattr(pyod_models, name)().fit(train)
     expected = [oracle.decision_function(row[None, :])[0] for row in test]
-    np.testing.assert_allclose(ours.score(test), expected, rtol=1e-10)
+    np.testing.assert_allclose(ours.decision_function(test), expected, rtol=1e-10)
 
 
 def test_ecod_and_copod_differ_but_their_paper_forms_agree(data):
     train, test, _ = data
-    assert not np.allclose(ECOD().fit(train).score(test), COPOD().fit(train).score(test))
-    np.testing.assert_allclose(ECOD(variant="paper").fit(train).score(test),
-                               COPOD(variant="paper").fit(train).score(test))
+    assert not np.allclose(ECOD().fit(train).decision_function(test), COPOD().fit(train).decision_function(test))
+    np.testing.assert_allclose(ECOD(variant="paper").fit(train).decision_function(test),
+                               COPOD(variant="paper").fit(train).decision_function(test))
 
 
 def test_an_unknown_variant_is_refused():
@@ -215,7 +235,7 @@ def test_hbos_equals_a_brute_force_derivation():
                     density = in_bin / (len(train) * width)
                     break
             expected[i] += -np.log(density + 0.1)
-    np.testing.assert_allclose(detector.score(TINY_TEST), expected, atol=1e-12)
+    np.testing.assert_allclose(detector.decision_function(TINY_TEST), expected, atol=1e-12)
 
 
 def test_pca_score_is_the_squared_distance_from_the_principal_subspace():
@@ -227,7 +247,7 @@ def test_pca_score_is_the_squared_distance_from_the_principal_subspace():
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     probe = detector.encoder_.transform(read(TINY_TEST[:, [0, 1, 1]]))
     residual = (probe - z.mean(axis=0)) @ vt[2]
-    np.testing.assert_allclose(detector.score(TINY_TEST[:, [0, 1, 1]]), residual ** 2, atol=1e-9)
+    np.testing.assert_allclose(detector.decision_function(TINY_TEST[:, [0, 1, 1]]), residual ** 2, atol=1e-9)
 
 
 def read(array: np.ndarray) -> pd.DataFrame:
@@ -242,20 +262,21 @@ def test_attributions_blame_the_pushed_column(name, fitted, data):
     _, test, _ = data
     row = test.iloc[[0]].copy()
     row["c"] += 8.0
-    attribution = fitted[name].explain(row)
-    assert list(attribution.columns) == ["a", "b", "c", "d", "colour"]
-    assert attribution.iloc[0].idxmax() == "c"
+    explanation = fitted[name].explain(row)
+    assert explanation.parts == ("a", "b", "c", "d", "colour")
+    assert explanation.top(1) == [["c"]]
+    assert_same_scores(explanation.scores, fitted[name].decision_function(row))
 
 
 def test_ensemble_attributions_are_shares(fitted, data):
-    shares = fitted["ensemble"].explain(data[1]).to_numpy()
+    shares = fitted["ensemble"].explain(data[1]).contributions
     np.testing.assert_allclose(shares.sum(axis=1), 1.0)
     assert (shares >= 0).all()
 
 
-def test_detectors_without_attributions_say_so(fitted, data):
+def test_detectors_without_attributions_say_so_and_name_those_with(fitted, data):
     for name in ("iforest", "lof"):
-        with pytest.raises(DataError, match="attributions"):
+        with pytest.raises(DataError, match="attributions; use one of ensemble, knn, nearest, ecod"):
             fitted[name].explain(data[1])
 
 
@@ -264,24 +285,99 @@ def test_detectors_without_attributions_say_so(fitted, data):
 
 def test_scoring_a_table_without_a_fitted_column_fails_clearly(fitted, data):
     with pytest.raises(DataError, match="colour"):
-        fitted["ecod"].score(data[1].drop(columns=["colour"]))
+        fitted["ecod"].decision_function(data[1].drop(columns=["colour"]))
 
 
 def test_numpy_input_with_too_few_columns_fails_clearly():
     detector = ECOD().fit(TINY_TRAIN)
     with pytest.raises(DataError, match="x1"):
-        detector.score(TINY_TEST[:, :1])
+        detector.decision_function(TINY_TEST[:, :1])
 
 
 @pytest.mark.parametrize("detector, word", [
-    (KNN(n_neighbors=0), "n_neighbors"), (KNN(n_neighbors=99), "n_neighbors"),
-    (LOF(n_neighbors=-1), "n_neighbors"), (HBOS(n_bins=0), "n_bins"), (HBOS(alpha=0), "alpha"),
-    (PCA(n_components=2), "n_components"), (PCA(n_components=1.5), "n_components"),
-    (Ensemble(members=("ecod", "magic")), "magic"),
+    (KNN(n_neighbors=0), "n_neighbors"), (KNN(n_neighbors=99), "at least 99 training rows"),
+    (KNN(n_neighbors=2.5), "n_neighbors"), (LOF(n_neighbors=-1), "n_neighbors"), (HBOS(n_bins=0), "n_bins"),
+    (HBOS(alpha=0), "alpha"), (HBOS(alpha="big"), "alpha"), (PCA(n_components=2), "n_components"),
+    (PCA(n_components=1.5), "n_components"), (Ensemble(members=("ecod", "magic")), "magic"),
+    (ECOD(variant="magic"), "variant"), (IsolationForest(n_estimators=0), "n_estimators"),
+    (IsolationForest(max_samples=-3), "max_samples"), (IsolationForest(seed=-1), "seed"),
 ])
 def test_bad_parameters_are_refused(detector, word):
     with pytest.raises(DataError, match=word):
         detector.fit(TINY_TRAIN)
+
+
+def test_nearest_and_knn_and_ensemble_state_how_many_training_rows_they_need():
+    """Issue 12 item 9: too short training data is refused with the minimum stated."""
+    with pytest.raises(DataError, match="nearest needs at least 2 training rows, got 1"):
+        Nearest().fit(TINY_TRAIN[:1])
+    with pytest.raises(DataError, match="knn needs at least 5 training rows, got 4"):
+        KNN().fit(TINY_TRAIN[:4])
+    with pytest.raises(DataError, match="ensemble needs at least 5 training rows, got 3"):
+        Ensemble().fit(TINY_TRAIN[:3])
+    with pytest.raises(DataError, match="iforest needs at least 2 training rows, got 1"):
+        IsolationForest().fit(TINY_TRAIN[:1])
+    with pytest.raises(DataError, match="needs at least 2 training texts, got 1"):
+        LOF().fit_matrix(TINY_TRAIN[:1], unit="texts")
+
+
+def test_a_constant_table_is_fitted_with_a_warning():
+    """Issue 12 item 9: isolation forest on a constant table scored every row 0.5, silently."""
+    constant = pd.DataFrame({"a": [3.0] * 20, "b": ["x"] * 20})
+    with pytest.warns(ConstantDataWarning, match="all 20 training rows are the same.*fit on varied normal rows"):
+        IsolationForest(n_estimators=10).fit(constant)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConstantDataWarning)
+        IsolationForest(n_estimators=10).fit(constant.assign(a=np.arange(20.0) % 3))  # varied: no warning
+
+
+def test_training_values_beyond_the_float_range_a_model_can_hold_are_refused(tmp_path):
+    """Issue 12 item 4: fitting on values near 1e308 gave a model that saved but never loaded."""
+    train = pd.DataFrame({"a": np.linspace(-1.0, 1.0, 30), "b": np.linspace(0.0, 1.0, 30)})
+    train.loc[3, "b"] = 1.7e308
+    for detector in (Ensemble(), KNN(), ECOD(), HBOS(), PCA(), LOF(), IsolationForest(n_estimators=10)):
+        with pytest.raises(DataError, match=r"column 'b' has 1\.7e\+308 at row 3, beyond the ±1e\+100"):
+            detector.fit(train)
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_huge_values_when_scoring_give_finite_higher_scores_and_infinity_names_its_place(name, fitted, data, tmp_path):
+    """Issue 12 item 2: an inf, 1e999 or near-DBL_MAX reading must not poison scores or state."""
+    test = data[1].iloc[:2].copy()
+    test.loc[0, "a"], test.loc[1, "d"] = 1.7976931348623157e308, -1e308
+    scores = fitted[name].decision_function(test)
+    assert np.isfinite(scores).all() and (scores > fitted[name].decision_function(data[1].iloc[:2])).all()
+    load(fitted[name].save(tmp_path / "m"))  # scoring left the state finite, so it still saves and loads
+    (tmp_path / "t.csv").write_text("a,b,c,d,colour\n1,2,3,1e999,red\n")
+    with pytest.raises(DataError, match=r"t.csv: column 'd' contains infinity at row 0 \(or a number too large"):
+        fitted[name].decision_function(tmp_path / "t.csv")
+
+
+def test_a_column_constant_but_for_rounding_does_not_dominate_the_scores():
+    """Issue 22 item 1: a column whose training values all have one frequency (1/n as a
+    category) got the standard deviation of rounding, ~1e-17, as its scale, so a new value
+    scored ~1e15 (knn) whatever the other columns said."""
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"x": rng.normal(size=36), "y": rng.normal(size=36),
+                          "pair": [f"p{i // 2}" for i in range(36)]})  # each value twice: all 1/18
+    detector = KNN().fit(train)
+    new = pd.DataFrame({"x": [0.0, 6.0], "y": [0.0, 6.0], "pair": ["new", "new"]})
+    scores = detector.decision_function(new)
+    assert detector.encoder_.scale_[2] == 1.0
+    assert scores[0] < 2 < 6 < scores[1] < 20
+
+
+def test_an_ensemble_member_scoring_training_rows_alike_to_rounding_does_not_dominate():
+    """A column constant in training leaves PCA residuals of ~1e-30 on the training rows: as
+    the member's spread that made any new value score ~1e26 (threshold 9e25)."""
+    rng = np.random.default_rng(1)
+    train = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60), "c": rng.normal(size=60),
+                          "flag": 0.0})
+    ensemble = Ensemble().fit(train)
+    assert ensemble.spread_[ensemble.names_.index("pca")] == 1.0
+    new = pd.DataFrame({"a": [0.0, 5.0], "b": [0.0, 5.0], "c": [0.0, 5.0], "flag": [1.0, 0.0]})
+    flagged, far = ensemble.decision_function(new)
+    assert flagged < far < 100
 
 
 def test_pca_needs_two_columns_and_the_default_ensemble_leaves_it_out_then(tmp_path):
@@ -291,14 +387,14 @@ def test_pca_needs_two_columns_and_the_default_ensemble_leaves_it_out_then(tmp_p
     assert ensemble.names_ == ["iforest", "knn", "ecod", "hbos"]
     loaded = load(ensemble.save(tmp_path / "one"))
     assert loaded.names_ == ensemble.names_
-    assert np.array_equal(loaded.score(TINY_TEST[:, :1]), ensemble.score(TINY_TEST[:, :1]))
+    assert_same_scores(loaded.decision_function(TINY_TEST[:, :1]), ensemble.decision_function(TINY_TEST[:, :1]))
 
 
 def test_ensemble_members_can_be_chosen(data):
     train, test, labels = data
     ensemble = Ensemble(members=["lof", "copod"]).fit(train)
     assert [type(m) for m in ensemble.members_] == [LOF, COPOD]
-    assert roc_auc_score(labels, ensemble.score(test)) >= 0.95
+    assert roc_auc_score(labels, ensemble.decision_function(test)) >= 0.95
 
 
 def test_ensemble_is_the_mean_of_member_scores_in_training_median_and_iqr_units(data):
@@ -306,11 +402,11 @@ def test_ensemble_is_the_mean_of_member_scores_in_training_median_and_iqr_units(
     expected = []
     for member in (LOF(), COPOD()):  # fitted on their own, standardised here by hand
         member.fit(train)
-        on_train = member.score(train)
+        on_train = member.decision_function(train)
         q1, median, q3 = np.percentile(on_train, [25, 50, 75])
-        expected.append((member.score(test) - median) / (q3 - q1))
+        expected.append((member.decision_function(test) - median) / (q3 - q1))
     ensemble = Ensemble(members=["lof", "copod"]).fit(train)
-    np.testing.assert_allclose(ensemble.score(test), np.mean(expected, axis=0), rtol=1e-9)
+    np.testing.assert_allclose(ensemble.decision_function(test), np.mean(expected, axis=0), rtol=1e-9)
 
 
 def test_nearest_scores_the_distance_to_the_closest_training_row():
@@ -321,7 +417,7 @@ def test_nearest_scores_the_distance_to_the_closest_training_row():
     q1, q3 = np.percentile(train, [25, 75], axis=0)
     scale = (q3 - q1) / (2 * norm.ppf(0.75))
     distances = np.linalg.norm((probe[:, None, :] - train[None]) / scale, axis=2)
-    np.testing.assert_allclose(detector.score(probe), distances.min(axis=1), rtol=1e-4)
+    np.testing.assert_allclose(detector.decision_function(probe), distances.min(axis=1), rtol=1e-4)
 
 
 # --- model files ----------------------------------------------------------------------------
@@ -361,10 +457,16 @@ def test_an_encoder_with_a_wrong_shape_is_refused(fitted, tmp_path):
 
 
 def test_only_concrete_table_detectors_can_be_named_in_a_model_file():
-    from normalcy.core.detector import REGISTRY
+    assert {f"{cls.__module__}.{cls.__qualname__}" for cls in DETECTORS.values()} <= set(CLASSES)
+    assert "normalcy.tabular.base.TabularDetector" not in CLASSES
+    assert "normalcy.tabular.ecod.EmpiricalTails" not in CLASSES
 
-    assert {f"{cls.__module__}.{cls.__qualname__}" for cls in DETECTORS.values()} <= set(REGISTRY)
-    assert "normalcy.tabular.base.TabularDetector" not in REGISTRY
+
+def test_ensemble_members_come_from_the_registry(data, tmp_path):
+    ensemble = Ensemble(members=["nearest", "copod"]).fit(data[0])
+    assert [type(m) for m in ensemble.members_] == [Nearest, COPOD]
+    with pytest.raises(DataError, match="'ensemble'.*expected some of knn, nearest"):
+        Ensemble(members=["ensemble"]).fit(data[0])
 
 
 def test_model_file_holds_no_pickle(fitted, tmp_path):
@@ -377,4 +479,4 @@ def test_model_file_holds_no_pickle(fitted, tmp_path):
 
 def test_a_copy_scores_like_the_original(fitted, data):
     detector = copy.deepcopy(fitted["knn"])
-    assert np.array_equal(detector.score(data[1]), fitted["knn"].score(data[1]))
+    assert np.array_equal(detector.decision_function(data[1]), fitted["knn"].decision_function(data[1]))

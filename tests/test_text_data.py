@@ -7,10 +7,8 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-
-from normalcy.core.errors import DataError  # noqa: E402
-from normalcy.text.data import read_texts  # noqa: E402
+from normalcy.core.errors import DataError
+from normalcy.text.data import read_texts
 
 
 def test_plain_text_keeps_every_line_including_blank_ones_and_crlf(tmp_path):
@@ -38,6 +36,8 @@ def test_csv_and_jsonl_with_labels(tmp_path):
     ("a.jsonl", '{"text": 5}\n', None, "expected text, got 5"),
     ("a.txt", "", None, "holds no lines"),
     ("a.csv", "", None, "cannot read"),
+    ("a.csv", "text,y,text\nx,0,z\n", None, "the header names column\\(s\\) 'text' more than once"),
+    ("a.jsonl", '{"text": "a"}\n' + "[" * 50_000 + "]" * 50_000 + "\n", None, "line 2: JSON nested too deeply"),
 ])
 def test_malformed_files_name_the_place_at_fault(tmp_path, name, content, label_column, message):
     (tmp_path / name).write_text(content)

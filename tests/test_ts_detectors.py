@@ -1,17 +1,28 @@
-"""Time-series detectors: causal streaming equals batch, exact save/load, and detection of an
-injected spike and level shift in synthetic data."""
+"""Time-series detectors, every one in the registry: causal streaming equals batch, save/load
+keeps the scores, an injected spike and level shift are found and named, and the reading
+policy (docs/timeseries.md): an infinite or out-of-range reading is refused, in batch and
+streaming, before it touches the state, so every later score stays finite."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from normalcy.core.errors import DataError
+from normalcy.core.checks import assert_same_scores
+from normalcy.core.errors import DataError, ModelFileError
 from normalcy.core.modelfile import load
-from normalcy.timeseries import DETECTORS
+from normalcy.core.registry import CLASSES, detectors
+from normalcy.core.results import Explanation
+from normalcy.timeseries import MAX_READING, RollingMAD, TimeSeries
+from normalcy.timeseries.base import TimeSeriesDetector
 
-NAMES = sorted(DETECTORS)
+NAMES = sorted(detectors("timeseries"))
 SMALL = {"history": 60, "likelihood_window": 300}
+# Feature windows must fit in the small history; the forecaster refits within a test's span.
+OVERRIDES = {"multiscale-novelty": {"windows": (1, 5, 20), "spread_window": 20, "rearm": 30},
+             "gbt-forecast": {"refit_every": 50, "n_estimators": 20}}
+# Readings that must never reach a detector's state: infinite, or finite with squares that overflow.
+POISON = [np.inf, -np.inf, float("1e999"), 1e308, -1.7976931348623157e308, 1.01 * MAX_READING]
 
 
 def _series(n=600, seed=0):
@@ -20,48 +31,71 @@ def _series(n=600, seed=0):
     return np.c_[np.sin(2 * np.pi * t / 50) + 0.1 * rng.normal(size=n), 5 + 0.1 * rng.normal(size=n)]
 
 
-# Feature windows must fit in the small history.
-OVERRIDES = {"multiscale-novelty": {"windows": (1, 5, 20), "spread_window": 20, "rearm": 30}}
-
-
 def _make(name, **kw):
-    return DETECTORS[name](**{**SMALL, **OVERRIDES.get(name, {}), **kw})
+    return detectors("timeseries")[name](**{**SMALL, **OVERRIDES.get(name, {}), **kw})
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """name -> a detector fitted on the first 300 readings of _series(), built once; tests that
+    change one work on a copy (`_copy`)."""
+    x = _series()
+    return {name: _make(name).fit(x[:300]) for name in NAMES}
+
+
+def _clone_state(detector):
+    """An independent copy of a fitted detector (its streaming state copied)."""
+    twin = type(detector)(**detector.get_params())
+    twin.columns_ = list(detector.columns_)
+    twin._restore(detector._snapshot())
+    twin.threshold_ = detector.threshold_
+    return twin
 
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("likelihood", [False, True])
 def test_streaming_scores_equal_batch_causal_scores(name, likelihood):
-    x = _series()
+    x = _series(450)
     train, test = x[:300], x[300:]
     det = _make(name, likelihood=likelihood).fit(train)
-    batch = det.score(test)
+    batch = det.decision_function(test)
     stream = []
     for row in test:
         stream.append(det.score_one(row))
         det.learn_one(row)
-    assert np.array_equal(np.array(stream), batch)
+    assert_same_scores(stream, batch, "streaming scores")
     # Batch scoring does not move the state; streaming did.
     fresh = _make(name, likelihood=likelihood).fit(x)
-    assert np.array_equal(det.score(test[:50]), fresh.score(test[:50]))
+    assert_same_scores(det.decision_function(test[:50]), fresh.decision_function(test[:50]))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_score_causal_is_the_stream_from_scratch(name):
     x = _series()[:200]
-    det = _make(name)
-    scores = det.score_causal(x)
-    fitted = _make(name).fit(x[:1])
-    assert np.array_equal(fitted.score(x[1:]), scores[1:])
+    scores = _make(name).score_causal(x)
+    assert_same_scores(_make(name).fit(x[:1]).decision_function(x[1:]), scores[1:])
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_save_load_gives_identical_scores(tmp_path, name):
+def test_scores_before_ready_after_are_placeholders(name):
+    """`ready_after` (which `ts fit` uses to refuse too-short data) is where scores start."""
+    det = _make(name)
+    scores = det.score_causal(_series(400, seed=5) * [1, 40])
+    ready = det.ready_after()
+    assert (scores[:ready] == 0).all()
+    assert (scores[ready:] != 0).any()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_load_keeps_scores_and_explanations(tmp_path, fitted, name):
     x = _series()
-    det = _make(name, likelihood=True).fit(x[:400])
+    det = fitted[name]
     loaded = load(det.save(tmp_path / "m"))
     assert type(loaded) is type(det)
-    assert np.array_equal(loaded.score(x[400:]), det.score(x[400:]))
-    assert loaded.explain_one(x[500]) == det.explain_one(x[500])
+    assert_same_scores(loaded.decision_function(x[300:]), det.decision_function(x[300:]))
+    a, b = loaded.explain_one(x[500]), det.explain_one(x[500])
+    assert a.parts == b.parts == ("x0", "x1")
+    assert_same_scores(a.contributions, b.contributions, "per-variable scores")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -74,7 +108,9 @@ def test_detects_an_injected_anomaly_and_names_its_variable(name, kind):
     else:
         x[at:, 1] += 3.0
     det = _make(name, likelihood=False).fit(x[:300])
-    scores, per_variable = det.score_details(x[300:])
+    explanation = det.explain(x[300:])
+    scores, per_variable = explanation.scores, explanation.contributions
+    assert isinstance(explanation, Explanation) and explanation.parts == ("x0", "x1")
     first = int(np.argmax(scores)) + 300
     # A spike is its own reading; a shift stays unusual until the window catches up. Windowed
     # detectors score the subsequence ending at each reading, and a spike lies in `window` of them.
@@ -82,22 +118,128 @@ def test_detects_an_injected_anomaly_and_names_its_variable(name, kind):
     assert at <= first < at + reach if kind == "spike" else at <= first < at + max(reach, 10)
     assert scores[at - 300] > 2 * scores[: at - 300].max()  # clearly above every earlier score
     assert int(np.argmax(per_variable[at - 300])) == 1  # the second variable drove it
+    assert explanation.top()[at - 300] == ["x1"]
 
 
-def test_bad_streaming_input_is_a_clear_error():
-    det = _make("rolling-mad").fit(_series()[:100])
+def test_the_sklearn_api_labels_and_auroc(fitted):
+    x = _series(900, seed=3)
+    x[700, 1] += 3.0
+    det = _clone_state(fitted["rolling-mad"]).set_threshold(5.0)
+    prediction = det.detect(x[300:])
+    np.testing.assert_array_equal(det.predict(x[300:]), prediction.labels)
+    assert prediction.labels.dtype == np.int8 and prediction.labels[400] == 1
+    labels = np.zeros(600, dtype=int)
+    labels[400] = 1
+    assert det.score(x[300:], labels) == 1.0  # the spike outranks every normal reading
+
+
+def test_bad_streaming_input_is_a_clear_error(fitted):
+    det = fitted["rolling-mad"]
     with pytest.raises(DataError, match="2 value"):
         det.score_one([1.0])
     with pytest.raises(DataError, match="lacks variable"):
         det.score_one({"x0": 1.0})
+    with pytest.raises(DataError, match="must be numbers"):
+        det.score_one({"x0": "high", "x1": 1.0})
     with pytest.raises(DataError, match="fitted on 2"):
-        det.score(np.zeros(10))
+        det.decision_function(np.zeros(10))
     with pytest.raises(DataError, match="history"):
-        DETECTORS["rolling-mad"](history=0).fit(_series()[:100])
+        RollingMAD(history=0).fit(_series()[:100])
 
 
-def test_only_concrete_detectors_are_loadable():
-    from normalcy.core.detector import REGISTRY
+def test_every_detector_is_registered_and_only_concrete_ones_load():
+    assert set(NAMES) == {"multiscale-novelty", "range-novelty", "rolling-mad", "spectral-residual",
+                          "gbt-forecast", "matrix-profile", "window-pca"}
+    assert "normalcy.timeseries.base.TimeSeriesDetector" not in CLASSES
+    for cls in detectors("timeseries").values():
+        assert cls.modality == "timeseries" and "Parameters" in cls.__doc__
 
-    assert "normalcy.timeseries.base.TimeSeriesDetector" not in REGISTRY
-    assert {"normalcy.timeseries.novelty.RangeNovelty", "normalcy.timeseries.rolling.RollingMAD"} <= set(REGISTRY)
+
+# --- the reading policy: non-finite or out-of-range readings never reach the state ---------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_poisonous_reading_is_refused_in_a_stream_and_alerts_go_on(fitted, name):
+    """Issue 12 item 2: one inf, 1e999 or near-DBL_MAX reading used to turn every later score
+    into NaN (labelled normal). Now it is refused, the state is untouched, and the stream's
+    scores equal those of a stream that never saw it."""
+    x = _series(420)
+    clean, dirty = _clone_state(fitted[name]), _clone_state(fitted[name])
+    for i, row in enumerate(x[300:]):
+        if i == 20:
+            for bad in POISON:
+                for reading in ([row[0], bad], {"x0": bad, "x1": row[1]}):
+                    with pytest.raises(DataError, match="finite numbers between -1e\\+30 and 1e\\+30"):
+                        dirty.score_one(reading)
+                    with pytest.raises(DataError, match="not learned"):
+                        dirty.learn_one(reading)
+        assert dirty.score_one(row) == clean.score_one(row)
+        dirty.learn_one(row)
+        clean.learn_one(row)
+    scores = dirty.decision_function(x[300:])
+    assert np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("bad", POISON[:2] + POISON[3:])
+def test_a_poisonous_reading_in_a_batch_is_refused_naming_it(fitted, name, bad):
+    x = _series()[300:400].copy()
+    x[37, 1] = bad
+    with pytest.raises(DataError, match="column 'x1' has .* at row 37"):
+        fitted[name].decision_function(x)
+    with pytest.raises(DataError, match="column 'x1'"):
+        _make(name).fit(x)
+    # a TimeSeries built by hand gets the same check
+    with pytest.raises(DataError, match="finite numbers"):
+        fitted[name].decision_function(TimeSeries(x, ["x0", "x1"]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_stays_finite_at_the_largest_readings_accepted(tmp_path, name):
+    """Issue 12 items 2 and 4: readings up to MAX_READING, alternating in sign and after a flat
+    stretch (where robust spreads are tiny), give finite scores and state, a model that saves
+    and loads, and alerts that still work afterwards."""
+    x = _series(400)
+    x[150:260] = 1.0  # flat, so the next jump is measured against a floor of a spread
+    x[260:264] = [[MAX_READING, -MAX_READING], [-MAX_READING, MAX_READING]] * 2
+    det = _make(name)
+    scores = det.score_causal(x[:300])
+    assert np.isfinite(scores).all()
+    arrays, _ = det._get_state()
+    assert all(np.isfinite(a).all() for a in arrays.values())
+    later = det.decision_function(x[300:])
+    assert np.isfinite(later).all()
+    assert_same_scores(load(det.save(tmp_path / "m")).decision_function(x[300:]), later)
+
+
+def test_a_huge_raw_score_leaves_no_trace_once_it_has_left_the_likelihood_window():
+    """The likelihood once kept running sums: a raw score of 1e11 left rounding errors of
+    ~1e6 in the sum of squares for good, and every later score was off (here 9661 for 37)."""
+    rng = np.random.default_rng(4)
+    x = 0.1 * rng.normal(size=(1500, 1))
+    x[300] = 1e10  # a robust z-score of about 1e11
+    x[1400] += 1.0
+    kw = {"history": 50, "likelihood_window": 200, "averaging": 1}
+    scores = RollingMAD(**kw).score_causal(x)
+    # 1000 readings later, history and likelihood window hold the same as a detector's that
+    # never saw the big one
+    never = RollingMAD(**kw).fit(x[600:1400]).score_one(x[1400])
+    assert scores[1400] == pytest.approx(never, rel=1e-9)
+
+
+def test_a_tampered_model_file_with_huge_readings_does_not_load(tmp_path, fitted):
+    import json
+
+    from normalcy.core import modelfile
+    from safetensors.numpy import load_file, save_file
+
+    path = fitted["rolling-mad"].save(tmp_path / "m")
+    arrays = load_file(str(path / "arrays.safetensors"))
+    arrays["buffer"][0, 0] = 1e300
+    save_file(arrays, str(path / "arrays.safetensors"))
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["arrays_sha256"] = modelfile.sha256_file(path / "arrays.safetensors")
+    manifest["manifest_sha256"] = modelfile._manifest_digest(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="beyond 1e\\+30"):
+        TimeSeriesDetector.load(path)

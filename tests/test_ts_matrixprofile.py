@@ -62,7 +62,8 @@ def test_a_discord_in_one_of_three_variables_is_flagged_and_named():
     x += 0.05 * rng.normal(size=x.shape)
     x[1200:1215, 2] = x[1199, 2]  # the third variable freezes for 15 readings
     det = MatrixProfile(history=500, likelihood=False).fit(x[:600])
-    scores, per_variable = det.score_details(x[600:])
+    explanation = det.explain(x[600:])
+    scores, per_variable = explanation.scores, explanation.contributions
     top = int(np.argmax(scores)) + 600
     assert 1200 <= top < 1200 + 15 + det.window
     assert int(np.argmax(per_variable[top - 600])) == 2

@@ -90,19 +90,20 @@ def test_rejects_bad_parameters(bad):
 
 
 def test_fit_keeps_the_threshold_at_or_above_the_alert_level(tmp_path):
-    from typer.testing import CliRunner
+    from clirunner import run_in_process
 
-    from normalcy.cli.main import app
     from normalcy.core.modelfile import load
 
     times = pd.date_range("2024-01-01", periods=600, freq="5min")
     pd.DataFrame({"timestamp": times, "v": _series(600)}).to_csv(tmp_path / "train.csv", index=False)
-    result = CliRunner().invoke(app, ["ts", "fit", str(tmp_path / "train.csv"), "--out", str(tmp_path / "m")])
-    assert result.exit_code == 0, result.output
+    result = run_in_process("ts", "fit", str(tmp_path / "train.csv"), "--out", str(tmp_path / "m"))
+    assert result.returncode == 0, result.stderr
     model = load(tmp_path / "m")
     assert isinstance(model, MultiScaleNovelty)
     # Its hold-out scores are mostly 0, so fpr:0.01 alone would land just above 0.
     assert model.threshold_ == MultiScaleNovelty.alert_level
-    explicit = CliRunner().invoke(app, ["ts", "fit", str(tmp_path / "train.csv"), "--out", str(tmp_path / "f"),
-                                        "--threshold", "fixed:0.5"])
-    assert explicit.exit_code == 0 and load(tmp_path / "f").threshold_ == 0.5
+    assert "(threshold 2: fpr:0.01 from 120 held-out readings" in result.stdout
+    assert "raised to the detector's alert level 2" in result.stdout
+    explicit = run_in_process("ts", "fit", str(tmp_path / "train.csv"), "--out", str(tmp_path / "f"),
+                              "--threshold", "fixed:0.5")
+    assert explicit.returncode == 0 and load(tmp_path / "f").threshold_ == 0.5

@@ -38,7 +38,8 @@ def test_a_changed_shape_in_one_of_three_variables_is_flagged_and_named():
     x += 0.05 * rng.normal(size=x.shape)
     x[1000:1020, 1] = np.sin(2 * np.pi * t[1000:1020] / 7)  # the second variable changes rhythm
     det = WindowPCA(history=400, likelihood=False).fit(x[:500])
-    scores, per_variable = det.score_details(x[500:])
+    explanation = det.explain(x[500:])
+    scores, per_variable = explanation.scores, explanation.contributions
     top = int(np.argmax(scores)) + 500
     assert 1000 <= top < 1020 + det.window
     assert int(np.argmax(per_variable[top - 500])) == 1

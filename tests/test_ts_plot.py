@@ -12,9 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
-
-from metric_frames import metric_frame
+from clirunner import run_in_process
+from metric_frames import metric_frame, ts_files  # noqa: F401 - a shared fixture
 
 from normalcy.core.errors import DataError
 from normalcy.timeseries.data import TimeSeries
@@ -159,27 +158,12 @@ def test_report_lists_the_spans_strongest_first():
 
 
 def cli(*args):
-    from normalcy.cli.main import app
-
-    return CliRunner().invoke(app, ["ts", *map(str, args)])
+    return run_in_process("ts", *map(str, args))
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tsplot")
-    metric_frame(300).drop(columns="label").to_csv(root / "train.csv", index=False)
-    (root / "sub").mkdir()
-    metric_frame(200, spike_at=150, seed=1, start="2024-01-03").to_csv(root / "sub" / "test.csv", index=False)
-    result = cli("fit", root / "train.csv", "--out", root / "m.model", "--columns", "cpu,mem", "--model", "range-novelty",
-                 "--history", "100")
-    assert result.exit_code == 0, result.output
-    return root
-
-
-def test_score_writes_plot_and_report(files, tmp_path):
-    result = cli("score", files / "m.model", files / "sub" / "test.csv", "--plot", tmp_path / "p.png",
-                 "--report", tmp_path / "r.html")
-    assert result.exit_code == 0, result.output
+def test_score_writes_plot_and_report(ts_files, tmp_path):
+    result = cli("score", ts_files.model, ts_files.test, "--plot", tmp_path / "p.png", "--report", tmp_path / "r.html")
+    assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / "p.png").size == (1400, 620)
     spans = _parse((tmp_path / "r.html").read_text()).tables[-1]
     spike = str(pd.Timestamp("2024-01-03") + 150 * pd.Timedelta("5min"))
@@ -187,13 +171,13 @@ def test_score_writes_plot_and_report(files, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png", "r.html"]  # no temp files left
 
 
-def test_evaluate_report_with_nab_style_windows(files, tmp_path):
-    t = pd.read_csv(files / "sub" / "test.csv").timestamp
+def test_evaluate_report_with_nab_style_windows(ts_files, tmp_path):
+    t = pd.read_csv(ts_files.test).timestamp
     windows = tmp_path / "windows.json"
     windows.write_text(json.dumps({"sub/test.csv": [[t[148], t[152]]], "other.csv": []}))
-    result = cli("evaluate", files / "m.model", files / "sub" / "test.csv", "--windows", windows,
+    result = cli("evaluate", ts_files.model, ts_files.test, "--windows", windows,
                  "--report", tmp_path / "r.html", "--json", tmp_path / "e.json")
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.stderr
     from_windows = json.loads((tmp_path / "e.json").read_text())
     assert from_windows["n_windows"] == 1 and from_windows["event_f1_at_threshold"] > 0
     page = _parse((tmp_path / "r.html").read_text())
@@ -201,13 +185,13 @@ def test_evaluate_report_with_nab_style_windows(files, tmp_path):
     assert float(metrics["vus_pr"]) == pytest.approx(from_windows["vus_pr"], abs=1e-4)
     assert page.tables[-1][1][-1] == "yes"  # the spike's span lies in the window
     # The same window as a label column gives the same metrics.
-    result = cli("evaluate", files / "m.model", files / "sub" / "test.csv", "--json", tmp_path / "l.json")
-    assert result.exit_code == 0, result.output
+    result = cli("evaluate", ts_files.model, ts_files.test, "--json", tmp_path / "l.json")
+    assert result.returncode == 0, result.stderr
     from_labels = json.loads((tmp_path / "l.json").read_text())
     assert {k: from_labels[k] for k in ("vus_pr", "auc_pr", "pate")} == {k: from_windows[k] for k in ("vus_pr", "auc_pr", "pate")}
 
 
-def test_bad_input_writes_nothing(files, tmp_path):
+def test_bad_input_writes_nothing(ts_files, tmp_path):
     bad = tmp_path / "bad.csv"
     frame = metric_frame(50)
     frame["mem"] = frame["mem"].astype(object)
@@ -215,14 +199,13 @@ def test_bad_input_writes_nothing(files, tmp_path):
     frame.to_csv(bad, index=False)
     out = tmp_path / "out"
     cases = [
-        ("score", files / "m.model", bad, "--plot", out / "p.png", "--report", out / "r.html"),
-        ("score", files / "m.model", files / "sub" / "test.csv"),  # nothing asked for
-        ("evaluate", files / "m.model", files / "sub" / "test.csv", "--windows", tmp_path / "none.json",
-         "--report", out / "r.html"),
+        ("score", ts_files.model, bad, "--plot", out / "p.png", "--report", out / "r.html"),
+        ("score", ts_files.model, ts_files.test),  # nothing asked for
+        ("evaluate", ts_files.model, ts_files.test, "--windows", tmp_path / "none.json", "--report", out / "r.html"),
     ]
     (tmp_path / "none.json").write_text(json.dumps({"elsewhere/x.csv": []}))
     for args in cases:
         result = cli(*args)
-        assert isinstance(result.exception, DataError), (args, result.output)
-        assert re.search(r"oops|nothing to write|no entry", str(result.exception))
+        assert result.returncode == 2 and result.stderr.startswith("error: "), (args, result.stderr)
+        assert re.search(r"oops|nothing to write|no entry", result.stderr)
     assert not out.exists()

@@ -1,20 +1,15 @@
-"""`normalcy image fit | predict | evaluate | benchmark`."""
+"""`normalcy image fit | predict | evaluate | benchmark | models`."""
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 
 import typer
 
+from normalcy.cli.common import PARAM, model_help
+
 app = typer.Typer(help="Images: a score per image and a defect heatmap per pixel.", no_args_is_help=True)
-
-
-class Model(str, Enum):
-    patchcore = "patchcore"
-    padim = "padim"
-    gaussian = "gaussian"
 
 
 class Backbone(str, Enum):
@@ -29,28 +24,39 @@ THREADS = typer.Option(None, "--threads", help="CPU threads for torch, faiss and
 @app.command()
 def fit(
     data: Path = typer.Option(..., "--data", help="Training data: MVTec layout (train/good) or a folder of normal images."),
-    model: Model = typer.Option(Model.patchcore, "--model", help="Detector."),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
-    backbone: Backbone = typer.Option(Backbone.lite0, "--backbone", help="ImageNet-pretrained feature extractor."),
-    image_size: int = typer.Option(256, "--image-size", help="Images are resized (whole, no crop) to this square size."),
-    coreset_ratio: float = typer.Option(0.01, "--coreset-ratio", help="PatchCore: fraction of patches kept in the memory bank."),
+    model: str = typer.Option(None, "--model", help=model_help("image", "patchcore")),
+    param: list[str] = PARAM,
+    backbone: Backbone = typer.Option(None, "--backbone", help="ImageNet-pretrained feature extractor (default efficientnet-lite0)."),
+    image_size: int = typer.Option(None, "--image-size", help="Images are resized (whole, no crop) to this square size (default 256)."),
+    coreset_ratio: float = typer.Option(None, "--coreset-ratio", help="PatchCore: fraction of patches kept in the memory bank (default 0.01)."),
     weights: Path = typer.Option(None, "--weights", help="Backbone weights file (a state dict) instead of the packaged ones."),
     threshold: str = typer.Option("fpr:0.01", "--threshold", help="fpr:RATE (held-out normals), f1 (needs --validation) or fixed:VALUE."),
     holdout: float = typer.Option(0.1, "--holdout", help="Fraction of normal images held out to set the threshold."),
     validation: Path = typer.Option(None, "--validation", help="Labelled dataset (with anomalies) to set the threshold on."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the holdout split and of the detector (where it has one)."),
     threads: int = THREADS,
 ):
     """Learn what normal looks like from a folder of good images."""
+    import warnings
+
+    from normalcy.cli.common import echo_fit
+    from normalcy.core.holdout import CalibrationWarning
     from normalcy.core.threshold import parse_threshold
+    from normalcy.image import DEFAULT
     from normalcy.image.workflow import fit_model
 
-    params = {"backbone": backbone.value, "image_size": image_size, "num_threads": threads,
-              "weights": str(weights) if weights else None}
-    if model is Model.patchcore:
-        params["coreset_ratio"] = coreset_ratio
-    detector = fit_model(data, model.value, params, parse_threshold(threshold), holdout, validation)
+    name = model or DEFAULT
+    detector = _build(name, param, {
+        "backbone": backbone.value if backbone else None, "image_size": image_size, "coreset_ratio": coreset_ratio,
+        "weights": str(weights) if weights else None, "threads": threads, "seed": seed,
+    })
+    strategy = parse_threshold(threshold)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)  # echo_fit says it, once
+        fit_model(data, detector, strategy, holdout, validation, seed)
     detector.save(out)
-    typer.echo(f"saved {model.value} to {out} (threshold {detector.threshold_:.4f})")
+    echo_fit(detector, name, out, "images")
 
 
 @app.command()
@@ -74,49 +80,63 @@ def predict(
 def evaluate(
     model_dir: Path = typer.Argument(..., help="Model folder."),
     data: Path = typer.Option(..., "--data", help="Labelled data: MVTec layout or folder layout with anomalies."),
-    json_path: Path = typer.Option(..., "--json", help="Where to write the metrics as JSON."),
+    json_path: Path = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
     threads: int = THREADS,
 ):
     """Image AUROC, pixel AUROC, AUPRO and F1-max on a labelled test set."""
-    from normalcy.core.benchmark import write_atomic
+    from normalcy.cli.common import echo_metrics
     from normalcy.image.datasets import load_dataset
     from normalcy.image.evaluate import evaluate as run_evaluation
 
     detector = _load(model_dir, threads)
     metrics, _, _ = run_evaluation(detector, load_dataset(data))
-    metrics = {"model": str(model_dir), "detector": type(detector).__name__, "data": str(data), **metrics}
-    write_atomic(json_path, json.dumps(metrics, indent=2) + "\n")
-    typer.echo(", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    echo_metrics({"model": str(model_dir), "detector": type(detector).__name__, "data": str(data), **metrics}, json_path)
 
 
 @app.command()
 def benchmark(
     data: Path = typer.Option(..., "--data", help="An MVTec-layout category, or a folder of categories."),
     json_path: Path = typer.Option(..., "--json", help="JSON results; a Markdown table is written beside it (.md)."),
-    models: str = typer.Option("patchcore,padim,gaussian", "--models", help="Comma-separated detectors."),
+    models: str = typer.Option("", "--models", help="Comma-separated detectors (default: every registered one)."),
     backbone: Backbone = typer.Option(Backbone.lite0, "--backbone"),
     image_size: int = typer.Option(256, "--image-size"),
-    coreset_ratio: float = typer.Option(0.01, "--coreset-ratio"),
+    coreset_ratio: float = typer.Option(0.01, "--coreset-ratio", help="For the detectors that take it (PatchCore)."),
     threads: int = typer.Option(2, "--threads", help="CPU threads per run."),
 ):
     """Every detector on every category: metrics, fit seconds, images/s, peak memory."""
-    from normalcy.core.errors import DataError
-    from normalcy.image import DETECTORS
     from normalcy.image.benchmark import run
 
     names = [m.strip() for m in models.split(",") if m.strip()]
-    unknown = [m for m in names if m not in DETECTORS]
-    if unknown or not names:
-        raise DataError(f"unknown model(s) {', '.join(unknown) or '(none)'}; expected some of {', '.join(DETECTORS)}")
-    params = {"backbone": backbone.value, "image_size": image_size, "coreset_ratio": coreset_ratio, "num_threads": threads}
-    json_out, md_out, _ = run(data, names, params, json_path)
+    params = {"backbone": backbone.value, "image_size": image_size, "coreset_ratio": coreset_ratio, "threads": threads}
+    json_out, md_out, _ = run(data, names or None, params, json_path)
     typer.echo(md_out.read_text())
     typer.echo(f"wrote {json_out} and {md_out}")
 
 
+@app.command()
+def models():
+    """List the image detectors with their parameters (for --model and --param)."""
+    from normalcy.cli.common import list_models
+
+    list_models("image")
+
+
+def _build(name: str, params: list[str] | None, options: dict):
+    """The detector `name` with the command's options it accepts (only PatchCore has a
+    coreset ratio, GaussianAD no seed) and the --param values, which win; an option given
+    to a detector without it is an error, a default (None, or the seed) is left out."""
+    from normalcy.cli.common import build_detector
+    from normalcy.core.registry import detector_class, parameter_names
+
+    accepted = parameter_names(detector_class("image", name))
+    options = {k: v for k, v in options.items() if k in accepted or (k != "seed" and v is not None)}
+    return build_detector("image", name, params, options)
+
+
 def _load(model_dir: Path, threads: int | None):
+    from normalcy.core.threads import check_threads
     from normalcy.image.base import ImageDetector
 
     detector = ImageDetector.load(model_dir)
-    detector.num_threads = threads
+    detector.threads = check_threads(threads)
     return detector

@@ -1,11 +1,13 @@
 """Entry point: `normalcy <modality> <verb>`, plus `normalcy demo`.
 
-Errors the user can act on print one line and exit with status 2; modality commands import
-their heavy dependencies only when run.
+Errors the user can act on print one line and exit with status 2; anything else is a bug in
+normalcy and prints one line saying so, exit status 1 (NORMALCY_DEBUG=1 shows the traceback).
+Modality commands import their heavy dependencies only when run.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from normalcy.cli.image import app as image_app
 from normalcy.cli.logs import app as logs_app
 from normalcy.cli.serve import serve, serve_bench
 from normalcy.cli.spark import app as spark_app
+from normalcy.cli.study import app as study_app
 from normalcy.cli.timeseries import app as ts_app
 from normalcy.cli.table import app as table_app
 from normalcy.cli.text import app as text_app
@@ -31,15 +34,21 @@ app.add_typer(text_app, name="text")
 app.add_typer(logs_app, name="logs")
 app.add_typer(events_app, name="events")
 app.add_typer(spark_app, name="spark")
+app.add_typer(study_app, name="study")
 app.command("serve")(serve)
 app.command("serve-bench")(serve_bench)
 
 
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")):
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         typer.echo(__version__)
         raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """normalcy: learn what normal looks like, flag and localise what is not."""
 
 
 @app.command()
@@ -71,3 +80,12 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except RecursionError:
+        print("error: the input is nested too deeply to read", file=sys.stderr)
+        sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against a raw traceback
+        if os.environ.get("NORMALCY_DEBUG"):
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc} (a bug in normalcy {__version__}: please report it; "
+              "NORMALCY_DEBUG=1 shows the traceback)", file=sys.stderr)
+        sys.exit(1)

@@ -10,7 +10,8 @@ from normalcy.core.errors import DataError
 
 
 def serve(
-    model_dirs: list[Path] = typer.Argument(None, help="Model folders to serve; each is named after its folder."),
+    model_dirs: list[Path] = typer.Argument(None, help="Model folders to serve; each is named after its folder, "
+                                            "without a .model suffix."),
     host: str = typer.Option("127.0.0.1", "--host",
                              help="Address to listen on; a non-loopback one needs --token-file."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
@@ -23,6 +24,9 @@ def serve(
     max_image_pixels: int = typer.Option(None, "--max-image-pixels",
                                          help="Largest image, width x height (default 40,000,000)."),
     timeout: float = typer.Option(30, "--timeout", help="Seconds a request may wait and score before 503/504."),
+    allow_host: list[str] = typer.Option(None, "--allow-host",
+                                         help="Without a token, a Host name (NAME or NAME:PORT) clients may use "
+                                              "besides the listening address (repeatable)."),
 ):
     """Serve models over HTTP with the Open Inference Protocol v2 (KServe v2 REST)."""
     import logging
@@ -46,9 +50,15 @@ def serve(
     access.addHandler(handler)
     access.setLevel(logging.INFO)
     access.propagate = False
-    app = create_app(models, token=token, limits=limits, workers=workers, threads=threads)
-    typer.echo(f"serving {', '.join(app.state.models)} on http://{_url_host(host)}:{port}"
+    app = create_app(models, token=token, limits=limits, workers=workers, threads=threads,
+                     allow_hosts=allow_host or ())
+    base = f"http://{_url_host(host)}:{port}"
+    typer.echo(f"serving {len(app.state.models)} model(s) on {base}"
                + (" (bearer token required)" if token else ""), err=True)
+    width = max(map(len, app.state.models))
+    for served in app.state.models.values():
+        typer.echo(f"  {served.name:<{width}}  {base}/v2/models/{served.name}/infer  ({served.path})", err=True)
+    typer.echo(f"  page: {base}/", err=True)
     # uvicorn stops on SIGTERM/SIGINT: it stops accepting, lets in-flight requests finish
     # (up to 30 s), then shuts the scoring threads down.
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning", timeout_graceful_shutdown=30,
@@ -66,6 +76,9 @@ def serve_bench(
     outputs: str = typer.Option("score,label", "--outputs", help="Outputs to ask for, comma-separated ('' for all)."),
     inprocess: int = typer.Option(400, "--inprocess-requests", help="Requests' worth of items scored in-process."),
     json_path: Path = typer.Option(Path("serve-bench.json"), "--json", help="Results JSON (and .md beside it)."),
+    binary: bool = typer.Option(False, "--binary/--no-binary",
+                                help="Also send the same inputs as binary tensor data (raw image files), "
+                                     "alternating with the JSON load."),
 ):
     """Load-test `normalcy serve` on loopback and compare with scoring in-process."""
     from normalcy.serve.bench import run
@@ -73,9 +86,10 @@ def serve_bench(
     if (data is None) == (request is None):
         raise DataError("give --data (a folder of images) or --request (a JSON infer body), not both or neither")
     json_file, md_file, records = run(model_dir, data, request, requests, concurrency, workers, threads,
-                                      [o for o in outputs.split(",") if o], json_path, inprocess)
+                                      [o for o in outputs.split(",") if o], json_path, inprocess, binary)
     for r in records:
-        typer.echo(f"{r['mode']:>10} ({r['workers']} x {r['threads']} threads): {r['throughput_per_s']:.1f} items/s "
+        typer.echo(f"{r['mode']:>10} {r['body']:>6} ({r['workers']} x {r['threads']} threads): "
+                   f"{r['throughput_per_s']:.1f} items/s "
                    f"({r['relative']:.0%}), p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}")
     typer.echo(f"results: {json_file}, {md_file}")
 

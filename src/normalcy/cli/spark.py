@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from normalcy.cli.common import PARAM
+
 app = typer.Typer(help="Apache Spark: score DataFrames and fit one time-series model per key (needs the spark extra).",
                   no_args_is_help=True)
 
@@ -42,20 +44,28 @@ def fit_per_group(
     key: str = typer.Option(..., "--key", help="Column naming the series."),
     time_column: str = typer.Option(..., "--time", help="Column ordering each series (timestamps or numbers)."),
     values: str = typer.Option(..., "--values", help="Comma-separated value columns."),
-    detector: str = typer.Option("range-novelty", "--detector", help="Time-series detector (see docs/timeseries.md)."),
+    detector: str = typer.Option("range-novelty", "--model", "--detector",
+                                 help="Time-series detector; `normalcy ts models` lists every one with its parameters."),
+    param: list[str] = PARAM,
     threshold: str = typer.Option("fpr:0.01", "--threshold", help="fpr:RATE (on the last --holdout) or fixed:VALUE."),
     holdout: float = typer.Option(0.2, "--holdout", help="Fraction at the end of each series that sets its threshold."),
     master: str = MASTER, progress: bool = PROGRESS,
 ):
     """Fit one time-series model per key; a failing key gets a failure record, the others go on."""
     from normalcy import spark as ns
+    from normalcy.core.registry import detector_class, parse_params
 
+    params = parse_params(param, detector_class("timeseries", detector))  # fails before Spark starts
     spark = ns.session(master, "normalcy spark fit-per-group", progress)
     index = ns.fit_per_group(ns.read_parquet(spark, input), key, time_column, _names(values), output,
-                             detector, threshold=threshold, holdout=holdout)
+                             detector, params, threshold=threshold, holdout=holdout)
     failed = index[index.status != "ok"]
+    warned = index[(index.status == "ok") & index.warning.notna()]
     typer.echo(f"{len(index) - len(failed)} of {len(index)} series fitted with {detector}; index in {output}/index.parquet"
                + (f"; {len(failed)} failed, first: {failed[key].iloc[0]!r}: {failed.error.iloc[0]}" if len(failed) else ""))
+    if len(warned):
+        typer.echo(f"warning: {len(warned)} series fitted with a warning (index.parquet's warning column), first: "
+                   f"{warned[key].iloc[0]!r}: {warned.warning.iloc[0]}", err=True)
 
 
 @app.command("score-per-group")

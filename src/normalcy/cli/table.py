@@ -1,36 +1,44 @@
-"""`normalcy table fit | score | evaluate | benchmark`."""
+"""`normalcy table fit | score | evaluate | models | benchmark`."""
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Tables: a score per row for numeric and categorical columns.", no_args_is_help=True)
+from normalcy.cli.common import PARAM, model_help
 
-MODELS = "ensemble, nearest, iforest, knn, lof, ecod, copod, hbos, pca"
+app = typer.Typer(help="Tables: a score per row for numeric and categorical columns.", no_args_is_help=True)
 
 
 @app.command()
 def fit(
     data: Path = typer.Option(..., "--data", help="Normal rows: a .csv, .tsv or .parquet file."),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
-    model: str = typer.Option(None, "--model", help=f"Detector: {MODELS} (default: ensemble, or nearest with --clean)."),
+    model: str = typer.Option(None, "--model", help=model_help("tabular", "ensemble, or nearest with --clean")),
+    param: list[str] = PARAM,
     clean: bool = typer.Option(False, "--clean", help="Every row is known to be normal: the default becomes nearest."),
     threshold: str = typer.Option("fpr:0.01", "--threshold", help="fpr:RATE (on held-out rows) or fixed:VALUE."),
     holdout: float = typer.Option(0.1, "--holdout", help="Fraction of rows held out to set the threshold."),
-    drop: str = typer.Option("", "--drop", help="Comma-separated columns to leave out (ids, labels)."),
+    drop: str = typer.Option("", "--drop", help="Comma-separated columns to leave out (ids, labels, dates)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the holdout split."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse a column of numbers with text cells, instead of "
+                                                        "reading it as categories with a warning."),
 ):
     """Learn what normal rows look like."""
+    from normalcy.cli.common import build_detector, echo_fit
     from normalcy.core.threshold import parse_threshold
     from normalcy.tabular import DEFAULT, DEFAULT_CLEAN
     from normalcy.tabular.workflow import fit_model
 
     model = model or (DEFAULT_CLEAN if clean else DEFAULT)
-    detector = fit_model(data, model, parse_threshold(threshold), holdout, _names(drop), seed)
+    detector = build_detector("tabular", model, param)
+    with echo_warnings():
+        fit_model(data, detector, parse_threshold(threshold), holdout, _names(drop), seed, strict)
     detector.save(out)
-    typer.echo(f"saved {model} on {len(detector.columns)} columns to {out} (threshold {detector.threshold_:.4f})")
+    echo_fit(detector, model, out, "rows", f" on {len(detector.columns)} columns")
 
 
 @app.command()
@@ -55,27 +63,26 @@ def evaluate(
     json_path: Path = typer.Option(None, "--json", help="Write the metrics to this JSON file."),
 ):
     """Metrics on labelled rows: AUROC, AUPRC, best F1, and precision/recall at the model's threshold."""
-    import json
-
-    from normalcy.core.benchmark import write_atomic
+    from normalcy.cli.common import echo_metrics
     from normalcy.tabular.workflow import evaluate as evaluate_rows
 
     result = evaluate_rows(_load_table_model(model_dir), data, label_column)
-    result = {"model": str(model_dir), "data": str(data), **result}
-    if json_path is not None:
-        write_atomic(json_path, json.dumps(result, indent=2) + "\n")
-    at = ("no threshold in the model" if result["threshold"] is None else
-          f"at threshold {result['threshold']:.4g}: precision {result['precision']:.4f} recall {result['recall']:.4f}")
-    typer.echo(f"{result['n_rows']} rows ({result['n_anomalies']} anomalies): AUROC {result['auroc']:.4f}  "
-               f"AUPRC {result['auprc']:.4f}  F1-max {result['f1_max']:.4f}; {at}"
-               + (f"; wrote {json_path}" if json_path is not None else ""))
+    echo_metrics({"model": str(model_dir), "data": str(data), **result}, json_path)
+
+
+@app.command()
+def models():
+    """Every table detector: its name for --model, its parameters for --param, what it does."""
+    from normalcy.cli.common import list_models
+
+    list_models("tabular")
 
 
 @app.command()
 def benchmark(
     data: Path = typer.Option(..., "--data", help="A folder of .npz datasets (arrays X and y), or one .npz file."),
     json_path: Path = typer.Option(..., "--json", help="JSON results; a Markdown report is written beside it (.md)."),
-    models: str = typer.Option("ensemble,nearest,iforest,knn,lof,ecod,copod,hbos,pca", "--models", help="Comma-separated detectors."),
+    models: str = typer.Option(None, "--models", help="Comma-separated detectors (default: every one)."),
     protocol: str = typer.Option("both", "--protocol", help="unsupervised, semi-supervised or both."),
     libraries: str = typer.Option("normalcy,pyod", "--libraries",
                                   help="normalcy, pyod or both (PyOD's detectors of the same names, side by side)."),
@@ -85,17 +92,23 @@ def benchmark(
 ):
     """Every detector on every dataset: AUROC, AUPRC, fit and score seconds, ours beside PyOD's."""
     from normalcy.core.errors import DataError
-    from normalcy.tabular import DETECTORS
+    from normalcy.core.registry import detector_class, detectors
+    from normalcy.core.threads import thread_limit
     from normalcy.tabular.benchmark import PROTOCOLS, run, summary
 
-    names = _names(models)
-    unknown = [m for m in names if m not in DETECTORS]
-    if unknown or not names:
-        raise DataError(f"unknown model(s) {', '.join(unknown) or '(none)'}; expected some of {MODELS}")
+    names = list(detectors("tabular")) if models is None else _names(models)
+    for name in names:
+        detector_class("tabular", name)  # unknown names fail before any work
+    if not names:
+        raise DataError("--models names no detector")
     protocols = tuple(PROTOCOLS) if protocol == "both" else (protocol,)
     if protocols[0] not in PROTOCOLS:
         raise DataError(f"unknown protocol {protocol!r}; expected unsupervised, semi-supervised or both")
-    with _threads(threads):
+    if threads < 0:
+        raise DataError(f"--threads must be 0 (leave as is) or a positive number, got {threads}")
+    import faiss  # noqa: F401  (loaded first, so that thread_limit caps its OpenMP threads too)
+
+    with thread_limit(threads or None):
         json_out, md_out, records = run(data, names, json_path, max_rows or None, seed, protocols,
                                         tuple(_names(libraries)))
     for (proto, library, name), row in summary(records).items():
@@ -105,26 +118,32 @@ def benchmark(
     typer.echo(f"wrote {json_out} and {md_out}")
 
 
+@contextmanager
+def echo_warnings():
+    """normalcy's own warnings raised in the block as `warning: ...` lines on stderr, once each
+    (others as Python shows them); a calibration caveat is left to `echo_fit`, which says it
+    with the threshold."""
+    from normalcy.core.holdout import CalibrationWarning
+
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            yield
+    finally:
+        shown = set()
+        for w in caught:
+            if not w.category.__module__.startswith("normalcy."):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            elif not issubclass(w.category, CalibrationWarning) and str(w.message) not in shown:
+                shown.add(str(w.message))
+                typer.echo(f"warning: {w.message}", err=True)
+
+
 def _load_table_model(model_dir: Path):
     from normalcy.tabular.base import TabularDetector
 
     return TabularDetector.load(model_dir)
-
-
-def _threads(n: int):
-    from contextlib import nullcontext
-
-    from threadpoolctl import threadpool_limits
-
-    if n < 0:
-        from normalcy.core.errors import DataError
-
-        raise DataError(f"--threads must be 0 (leave as is) or a positive number, got {n}")
-    if n == 0:
-        return nullcontext()
-    import faiss  # noqa: F401  (loaded first, so that its OpenMP runtime is limited too)
-
-    return threadpool_limits(limits=n)
 
 
 def _num(value) -> str:

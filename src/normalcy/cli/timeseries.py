@@ -1,4 +1,4 @@
-"""`normalcy ts fit | score | evaluate | stream | benchmark`."""
+"""`normalcy ts fit | models | score | evaluate | stream | benchmark`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from pathlib import Path
 
 import typer
 
+from normalcy.cli.common import PARAM, model_help
+
+DEFAULT = "multiscale-novelty"  # normalcy.timeseries.DEFAULT, without importing the modality for --help
 app = typer.Typer(help="Time series: an anomaly score per reading, batch or streaming.", no_args_is_help=True)
 
 TIME = typer.Option(None, "--time-column", help="Timestamp column (default: 'timestamp', 'time', 'date' or a datetime index).")
@@ -21,21 +24,44 @@ REPORT = typer.Option(None, "--report", help="Self-contained HTML page: the plot
 def fit(
     data: Path = typer.Argument(..., help="Mostly normal series: CSV or Parquet."),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
-    model: str = typer.Option("multiscale-novelty", "--model", help="Detector name (see docs/timeseries.md): multiscale-novelty, range-novelty, rolling-mad, spectral-residual, gbt-forecast, matrix-profile, window-pca."),
-    history: int = typer.Option(None, "--history", help="Readings the detector remembers (default: the detector's)."),
-    threshold: str = typer.Option("fpr:0.01", "--threshold", help="fpr:RATE (on the last --holdout of the data; never below the detector's alert level, if it has one) or fixed:VALUE."),
+    model: str = typer.Option(DEFAULT, "--model", help=model_help("timeseries", DEFAULT)),
+    param: list[str] = PARAM,
+    history: int = typer.Option(None, "--history", help="Readings the detector remembers (default: the detector's); "
+                                "the same as --param history=N."),
+    threshold: str = typer.Option("fpr:0.01", "--threshold", help="fpr:RATE (on the last --holdout of the data; never "
+                                  "below the detector's alert level, if it has one) or fixed:VALUE."),
     holdout: float = typer.Option(0.2, "--holdout", help="Fraction at the end of the data whose causal scores set the threshold."),
     time_column: str = TIME, columns: str = COLUMNS, duplicates: str = DUPLICATES,
 ):
     """Learn a series' normal behaviour and set an alert threshold."""
+    import warnings
+
+    from normalcy.cli.common import echo_fit
+    from normalcy.core.holdout import CalibrationWarning
+    from normalcy.core.registry import detector_class, parse_params
     from normalcy.core.threshold import parse_threshold
     from normalcy.timeseries.workflow import fit_model
 
+    strategy = parse_threshold(threshold)
+    params = {**({"history": history} if history is not None else {}),
+              **parse_params(param, detector_class("timeseries", model))}
     series = _read(data, time_column, columns, duplicates)
-    detector = fit_model(series, model, parse_threshold(threshold), holdout,
-                         {"history": history} if history else None, name=str(data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        detector = fit_model(series, model, strategy, holdout, params, name=str(data))
     detector.save(out)
-    typer.echo(f"saved {model} to {out} (threshold {detector.threshold_:.4f})")
+    echo_fit(detector, model, out, "readings")  # it states the calibration's caveat itself
+    for warning in caught:
+        if not issubclass(warning.category, CalibrationWarning):
+            typer.echo(f"warning: {warning.message}", err=True)
+
+
+@app.command()
+def models():
+    """List the detectors with their parameters and defaults."""
+    from normalcy.cli.common import list_models
+
+    list_models("timeseries")
 
 
 @app.command()
@@ -56,12 +82,13 @@ def score(
         raise DataError("nothing to write: give --out, --plot or --report")
     detector = _load(model_dir)
     series = _read(data, time_column, ",".join(detector.columns_), duplicates)
-    scores, per_variable = detector.score_details(series.values)
+    explanation = detector.explain(series)
+    scores, per_variable = explanation.scores, explanation.contributions
     threshold = detector._require_threshold()
     frame = pd.DataFrame({"time": series.index, "score": scores, "label": (scores >= threshold).astype(int),
-                          "top_variable": [detector.columns_[j] for j in per_variable.argmax(axis=1)]})
+                          "top_variable": [top[0] for top in explanation.top()]})
     files = {out: frame.to_csv(index=False)} if out else {}
-    files |= _pictures(ScoredSeries(series, scores, per_variable, threshold), f"{data.name}: {type(detector).__name__}",
+    files |= _pictures(ScoredSeries(series, scores, per_variable, threshold), f"{data.name}: {detector.name}",
                        {"model": str(model_dir), "data": str(data)}, None, plot, report)
     _write_all(files)
     typer.echo(f"{len(frame)} readings scored, {int(frame.label.sum())} flagged; wrote {', '.join(map(str, files))}")
@@ -81,6 +108,7 @@ def evaluate(
     """AUC-PR, VUS-PR, PATE and event-wise F1 of causal scores against labelled windows."""
     import numpy as np
 
+    from normalcy.cli.common import echo_metrics
     from normalcy.core.errors import DataError
     from normalcy.timeseries import metrics as ts_metrics
     from normalcy.timeseries.benchmark import threshold_free
@@ -101,40 +129,75 @@ def evaluate(
         if not np.isin(labels, (0, 1)).all():
             raise DataError(f"{data}: label column {label_column!r} must hold only 0 and 1")
         windows = [(a, b - 1) for a, b in ts_metrics.ranges(labels.astype(np.int8))]
-    scores, per_variable = detector.score_details(series.values)
+    explanation = detector.explain(series)
+    scores = explanation.scores
     threshold = detector._require_threshold()
     flags = (scores >= threshold).astype(np.int8)
     metrics = {**threshold_free([(scores, windows)], probation=0.0),
                "event_f1_at_threshold": ts_metrics.event_f1(labels, flags) if windows else None,
                "n_windows": len(windows), "n_readings": len(scores)}
-    files = {json_path: json.dumps({"model": str(model_dir), "detector": type(detector).__name__, "data": str(data),
-                                    **metrics}, indent=2) + "\n"} if json_path else {}
-    files |= _pictures(ScoredSeries(series, scores, per_variable, threshold, windows),
-                       f"{data.name}: {type(detector).__name__}", {"model": str(model_dir), "data": str(data)},
-                       metrics, plot, report)
-    _write_all(files)
-    typer.echo(", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    _write_all(_pictures(ScoredSeries(series, scores, explanation.contributions, threshold, windows),
+                         f"{data.name}: {detector.name}", {"model": str(model_dir), "data": str(data)},
+                         metrics, plot, report))
+    echo_metrics({"model": str(model_dir), "detector": detector.name, "data": str(data), **metrics}, json_path)
 
 
 @app.command()
 def stream(model_dir: Path = typer.Argument(..., help="Model folder.")):
-    """Read readings from stdin (numbers separated by commas, or a JSON object per line) and
-    write one JSON line per reading: score, alert and each variable's raw score."""
+    """Read readings from stdin (numbers separated by commas, or a JSON object per line, which
+    may carry a "timestamp") and write one JSON line per reading: its line number, score, alert
+    and each variable's raw score. A reading that cannot be used (not numbers, the wrong count,
+    infinite or beyond 1e30) gets {"line": N, "error": ...} instead, is not learned, and the
+    stream goes on; the command then ends with status 2."""
     from normalcy.core.errors import DataError
 
     detector = _load(model_dir)
     threshold = detector._require_threshold()
+    refused, seen = [], 0
     for number, line in enumerate(sys.stdin, 1):
         line = line.strip()
         if not line:
             continue
+        seen += 1
         try:
-            reading = json.loads(line) if line.startswith("{") else [float(v) for v in line.split(",")]
-        except ValueError as exc:
-            raise DataError(f"stdin line {number}: not numbers or a JSON object: {line[:80]!r}") from exc
-        score, variables = detector.explain_one(reading)
-        detector.learn_one(reading)
-        print(json.dumps({"score": score, "alert": score >= threshold, "variables": variables}), flush=True)
+            reading, t = _reading(line)
+            explanation = detector.explain_one(reading, t)
+            detector.learn_one(reading, t)
+            score = float(explanation.scores[0])
+            # allow_nan=False: a NaN or infinity here is a bug, reported per line, never printed
+            text = json.dumps({"line": number, "score": score, "alert": score >= threshold,
+                               "variables": dict(zip(explanation.parts, explanation.contributions[0].tolist()))},
+                              allow_nan=False)
+        except ValueError as exc:  # a DataError, or json.dumps meeting a NaN
+            refused.append(number)
+            text = json.dumps({"line": number, "error": f"stdin line {number}: {exc}"})
+        print(text, flush=True)
+    if refused:
+        lines = ", ".join(map(str, refused[:10])) + (", ..." if len(refused) > 10 else "")
+        raise DataError(f"{len(refused)} of {seen} readings refused (stdin line {lines}); "
+                        "their error lines say why")
+
+
+def _reading(line: str):
+    """A stdin line as a reading and its time (None when it has none)."""
+    from normalcy.core.errors import DataError
+    from normalcy.timeseries.data import TIME_NAMES
+
+    if not line.startswith("{"):
+        try:
+            return [float(v) for v in line.split(",")], None
+        except ValueError:
+            raise DataError(f"not numbers or a JSON object: {line[:80]!r}") from None
+    try:
+        reading = json.loads(line)
+    except RecursionError:
+        raise DataError("the JSON object nests too deeply") from None
+    except ValueError as exc:
+        raise DataError(f"not a JSON object ({exc}): {line[:80]!r}") from None
+    if not isinstance(reading, dict):
+        raise DataError(f"not numbers or a JSON object: {line[:80]!r}")
+    times = [k for k in reading if k.lower() in TIME_NAMES]
+    return reading, reading[times[0]] if times else None
 
 
 @app.command()
@@ -145,13 +208,14 @@ def benchmark(
 ):
     """Every detector causally over NAB: NAB scores (three profiles), AUC-PR, VUS-PR, PATE, speed."""
     from normalcy.core.errors import DataError
-    from normalcy.timeseries import DETECTORS
+    from normalcy.core.registry import detectors
     from normalcy.timeseries.benchmark import run
 
-    names = list(DETECTORS) if models is None else [m.strip() for m in models.split(",") if m.strip()]
-    unknown = [m for m in names if m not in DETECTORS]
+    known = detectors("timeseries")
+    names = list(known) if models is None else [m.strip() for m in models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in known]
     if unknown or not names:
-        raise DataError(f"unknown model(s) {', '.join(unknown) or '(none)'}; expected some of {', '.join(DETECTORS)}")
+        raise DataError(f"unknown model(s) {', '.join(unknown) or '(none)'}; expected some of {', '.join(known)}")
     json_out, md_out, _ = run(data, names, json_path)
     typer.echo(md_out.read_text())
     typer.echo(f"wrote {json_out} and {md_out}")

@@ -25,7 +25,7 @@ what the frequency baseline flags.
 
 Written with numpy and hand-derived gradients (checked against finite differences in the
 tests) rather than torch: event vocabularies and embeddings are small, numpy needs no extra
-dependency and keeps training bit-for-bit deterministic for a given random_state.
+dependency and keeps training bit-for-bit deterministic for a given seed.
 """
 
 from __future__ import annotations
@@ -39,10 +39,30 @@ from normalcy.events.base import EventDetector, type_pairs
 
 
 class APE(EventDetector):
+    """APE entity embeddings (Chen et al. 2016): an event is as anomalous as its entities are
+    incompatible, -sum over pairs of types of w_ij <v_a_i, v_a_j>.
+
+    Parameters:
+        columns: the entity columns (default None: every column of the training table).
+        dim: embedding dimension per entity (16).
+        n_negatives: noise events drawn per observed event, k of NCE (5).
+        epochs: passes over the training events (30).
+        batch_size: observed events per Adam step (128).
+        learning_rate: Adam's step size (0.02).
+        l2: L2 penalty on the embeddings (1e-4).
+        noise_power: exponent smoothing the entity frequencies the noise is drawn from (0.75).
+        min_count: training entities seen at most this often share the "unseen" slot (1).
+        allow_missing: an empty cell is the entity "<missing>" instead of an error (False).
+        seed: seed of the initialisation and of the noise draws (0).
+    """
+
+    name = "ape"
+    renamed_params = {"random_state": "seed"}  # normalcy 0.1.0 model files
+
     def __init__(self, columns: list[str] | None = None, dim: int = 16, n_negatives: int = 5,
                  epochs: int = 30, batch_size: int = 128, learning_rate: float = 0.02, l2: float = 1e-4,
                  noise_power: float = 0.75, min_count: int = 1, allow_missing: bool = False,
-                 random_state: int = 0):
+                 seed: int = 0):
         self.columns = columns
         self.dim = dim
         self.n_negatives = n_negatives
@@ -53,11 +73,10 @@ class APE(EventDetector):
         self.noise_power = noise_power
         self.min_count = min_count
         self.allow_missing = allow_missing
-        self.random_state = random_state
+        self.seed = seed
 
-    def _fit_codes(self, codes, encoder):
-        self._check_params()
-        rng = np.random.default_rng(self.random_state)
+    def _fit_encoded(self, codes, encoder):
+        rng = np.random.default_rng(self.seed)
         sizes = [len(c) for c in encoder.counts_]
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         m, k = codes.shape[1], self.n_negatives
@@ -108,34 +127,38 @@ class APE(EventDetector):
         self.log_normalizer_ = float(params["c"][0])
         self.loss_ = losses
 
-    def _pair_terms(self, codes):
+    def _explain_encoded(self, codes):
         self._check_fitted("weights_")
         vectors = [self.embeddings_[j][codes[:, j]] for j in range(codes.shape[1])]
         return np.stack([w * np.einsum("nd,nd->n", vectors[i], vectors[j])
                          for w, (i, j) in zip(self.weights_, type_pairs(codes.shape[1]))], axis=1)
 
-    def _score_codes(self, codes):
-        return -self._pair_terms(codes).sum(axis=1)
+    def _score_encoded(self, codes):
+        return -self._explain_encoded(codes).sum(axis=1)
 
     def _check_params(self):
+        super()._check_params()
         for name in ("dim", "n_negatives", "epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise DataError(f"APE {name} must be a whole number >= 1, got {value!r}")
-        for name in ("learning_rate", "noise_power"):
-            if not getattr(self, name) > 0:
-                raise DataError(f"APE {name} must be > 0, got {getattr(self, name)!r}")
-        if not self.l2 >= 0:
-            raise DataError(f"APE l2 must be >= 0, got {self.l2!r}")
+        for name, low in (("learning_rate", 0.0), ("noise_power", 0.0), ("l2", None)):
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value)
+                    or (value <= low if low is not None else value < 0)):
+                raise DataError(f"APE {name} must be a finite number {'> 0' if low is not None else '>= 0'}, "
+                                f"got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise DataError(f"APE seed must be a whole number >= 0, got {self.seed!r}")
 
     # --- model file ----------------------------------------------------------------------
-    def _codes_state(self):
+    def _own_state(self):
         self._check_fitted("weights_")
         arrays = {f"ape.embedding.{j}": e for j, e in enumerate(self.embeddings_)}
         arrays["ape.weights"] = self.weights_
         return arrays, {"log_normalizer": self.log_normalizer_, "loss": self.loss_}
 
-    def _set_codes_state(self, arrays, meta, encoder):
+    def _set_own_state(self, arrays, meta, encoder):
         m = len(encoder.columns_)
         shapes = {f"ape.embedding.{j}": (len(encoder.vocab_[j]) + 1, self.dim) for j in range(m)}
         shapes["ape.weights"] = (m * (m - 1) // 2,)

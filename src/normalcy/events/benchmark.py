@@ -29,8 +29,9 @@ little; a model of which entities go together should.
 Records say which share of the normal test events hold an entity never seen in training
 (`unseen_share`): those are real, and a detector that flags every new entity pays for them.
 
-Detectors: APE, the marginal frequency baseline ("frequency"), the pairwise one
-("frequency-pairs"), and the tabular default ensemble on one-hot encodings ("table-onehot").
+Detectors: every registered event detector (APE, "ape"; the marginal frequency baseline,
+"frequency"), the pairwise frequency baseline ("frequency-pairs", `Frequency(pairs=True)`), and
+the tabular default ensemble on one-hot encodings ("table-onehot").
 """
 
 from __future__ import annotations
@@ -46,13 +47,15 @@ import pandas as pd
 from normalcy.core import metrics
 from normalcy.core.benchmark import write_results
 from normalcy.core.errors import DataError
+from normalcy.core.registry import build, detectors, parameter_names
 from normalcy.events.base import type_pairs
 
 PACKAGES = ("numpy", "pandas", "scikit-learn", "faiss-cpu")
 COLUMNS = ["detector", "dataset", "auroc", "auroc_std", "auprc", "auprc_std", "fit_seconds", "score_seconds",
            "n_train", "n_test", "n_anomalies", "unseen_share", "entity_types"]
 PROTOCOL = "fit on 70% of the events; score the other 30% plus injected never-seen-together combinations"
-DETECTORS = ("ape", "frequency", "frequency-pairs", "table-onehot")
+# Benchmark entries beside the registered detectors: a registered one with other parameters.
+VARIANTS = {"frequency-pairs": ("frequency", {"pairs": True})}
 MEAN = "mean over streams"
 
 IPV4 = r"(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})"
@@ -170,27 +173,33 @@ class OneHotTable:
         self.detector_ = Ensemble().fit(self.encoder_.transform(frame))
         return self
 
-    def score(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.detector_.score(self.encoder_.transform(frame))
+    def decision_function(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.detector_.decision_function(self.encoder_.transform(frame))
+
+
+COMPARATORS = {"table-onehot": OneHotTable}
+
+
+def names() -> list[str]:
+    """Every benchmark entry: the registered detectors, their variants and the comparators."""
+    return [*detectors("events"), *VARIANTS, *COMPARATORS]
 
 
 def make(name: str, seed: int):
-    from normalcy.events import APE, Frequency
-
-    if name == "ape":
-        return APE(random_state=seed)
-    if name == "frequency":
-        return Frequency()
-    if name == "frequency-pairs":
-        return Frequency(pairs=True)
-    if name == "table-onehot":
-        return OneHotTable()
-    raise DataError(f"unknown detector {name!r}; expected some of {', '.join(DETECTORS)}")
+    """A fresh detector for one run; a registered one gets `seed` where it takes one."""
+    if name in COMPARATORS:
+        return COMPARATORS[name]()
+    registered, params = VARIANTS.get(name, (name, {}))
+    if registered not in detectors("events"):
+        raise DataError(f"unknown detector {name!r}; expected some of {', '.join(names())}")
+    if "seed" in parameter_names(detectors("events")[registered]):
+        params = {**params, "seed": seed}
+    return build("events", registered, params)
 
 
 def run(root: str | Path, json_path: str | Path, detectors: list[str] | None = None,
         systems: list[str] | None = None, seeds: int = 5, rate: float = 0.05) -> tuple[Path, Path, list[dict]]:
-    detectors = list(DETECTORS) if detectors is None else detectors
+    detectors = names() if detectors is None else detectors
     for name in detectors:
         make(name, 0)  # unknown names fail before any work
     if seeds < 1:
@@ -211,7 +220,7 @@ def run(root: str | Path, json_path: str | Path, detectors: list[str] | None = N
                 detector.fit(train)
                 fit_seconds = time.perf_counter() - start
                 start = time.perf_counter()
-                scores = detector.score(test)
+                scores = detector.decision_function(test)
                 score_seconds = time.perf_counter() - start
                 runs[name].append({"auroc": metrics.auroc(labels, scores), "auprc": metrics.auprc(labels, scores),
                                    "fit_seconds": fit_seconds, "score_seconds": score_seconds})

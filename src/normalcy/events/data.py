@@ -28,9 +28,22 @@ MISSING = "<missing>"
 UNSEEN = "<unseen>"
 
 
+SOURCE = "normalcy_source"
+
+
 def read_events(source) -> tuple[pd.DataFrame, str]:
     """A table of events from a DataFrame, Arrow table, array or .csv/.tsv/.parquet file, and a
-    name for errors. CSV cells are read as text, so entity names keep their exact spelling."""
+    name for errors. CSV cells are read as text, so entity names keep their exact spelling. The
+    frame carries its name in `attrs` (pandas keeps it through row selections), so a part of a
+    file's events, e.g. the fitted part of a holdout split, still names the file."""
+    if isinstance(source, pd.DataFrame) and source.attrs.get(SOURCE) and len(source):
+        return source, source.attrs[SOURCE]  # read before: its row labels are the file's rows
+    frame, name = _read(source)
+    frame.attrs[SOURCE] = name
+    return frame, name
+
+
+def _read(source) -> tuple[pd.DataFrame, str]:
     if isinstance(source, (str, Path)) and Path(source).suffix.lower() in (".csv", ".tsv", ".txt"):
         path = Path(source)
         if not path.is_file():
@@ -48,14 +61,29 @@ def read_events(source) -> tuple[pd.DataFrame, str]:
 
 
 def entity_text(series: pd.Series) -> pd.Series:
-    """The entities of one column as text, NaN where missing; integral floats lose their ".0" so
-    that a column read with and without gaps names the same entities."""
+    """The entities of one column as text (object dtype), None where missing; integral floats
+    lose their ".0" so that a column read with and without gaps names the same entities."""
     if pd.api.types.is_float_dtype(series.dtype):
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
         integral = np.isfinite(values) & (values == np.round(values))
-        text = [f"{v:.0f}" if whole else repr(float(v)) for v, whole in zip(values, integral)]
-        return pd.Series(text, index=series.index, dtype=object).where(series.notna())
-    return series.astype(object).where(series.notna()).map(lambda v: v if isinstance(v, str) or pd.isna(v) else str(v))
+        text = [None if np.isnan(v) else f"{v:.0f}" if whole else repr(float(v)) for v, whole in zip(values, integral)]
+    else:
+        values = series.to_numpy(dtype=object)
+        text = [None if gap else v if isinstance(v, str) else str(v) for v, gap in zip(values, pd.isna(values))]
+    # Object dtype: pandas' Arrow-backed strings cannot hold text that is not valid Unicode,
+    # which `_entities` reports by row instead.
+    return pd.Series(text, index=series.index, dtype=object)
+
+
+def not_unicode(values) -> int | None:
+    """The position of the first text that is not valid Unicode (a lone surrogate), or None."""
+    for i, v in enumerate(values):
+        if isinstance(v, str) and not v.isascii():
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return i
+    return None
 
 
 class EventEncoder:
@@ -102,6 +130,10 @@ class EventEncoder:
 
     def _entities(self, frame: pd.DataFrame, column: str, name: str) -> pd.Series:
         text = entity_text(frame[column])
+        bad = not_unicode(text.to_numpy())
+        if bad is not None:
+            raise DataError(f"{name}: column {column!r} at row {text.index[bad]} holds {text.iloc[bad]!r}, which is "
+                            "not valid Unicode text (a lone surrogate); entities must be text")
         missing = text.isna().to_numpy()
         if missing.any():
             if not self.allow_missing:

@@ -7,7 +7,7 @@ With `pairs=False` (the default, "frequency"), entity types are taken as indepen
 with additive smoothing alpha and V_t seen entities plus the unseen slot, so an unseen entity is
 rarer than any seen one. This is what a rule "alert on rare users, hosts, ports" computes.
 
-With `pairs=True` ("frequency-pairs"), the same smoothed estimate is taken of every pair of
+With `pairs=True` (the benchmark's "frequency-pairs"), the same smoothed estimate is taken of every pair of
 types' joint counts: score(e) = -sum_{i<j} log p_ij(a_i, a_j). It sees pairs never observed
 together, at the cost of one count table per pair of types.
 
@@ -25,6 +25,20 @@ from normalcy.events.base import EventDetector, type_pairs
 
 
 class Frequency(EventDetector):
+    """The frequency baseline: an event is as anomalous as its entities (or, with pairs, its
+    pairs of entities) are rare in training.
+
+    Parameters:
+        columns: the entity columns (default None: every column of the training table).
+        pairs: score the joint counts of every pair of entity types instead of each entity's
+            own count, so never-seen combinations count (False).
+        smoothing: additive smoothing alpha of the counts, > 0 (1.0).
+        min_count: training entities seen at most this often share the "unseen" slot (0).
+        allow_missing: an empty cell is the entity "<missing>" instead of an error (False).
+    """
+
+    name = "frequency"
+
     def __init__(self, columns: list[str] | None = None, pairs: bool = False, smoothing: float = 1.0,
                  min_count: int = 0, allow_missing: bool = False):
         self.columns = columns
@@ -33,9 +47,15 @@ class Frequency(EventDetector):
         self.min_count = min_count
         self.allow_missing = allow_missing
 
-    def _fit_codes(self, codes, encoder):
-        if not self.smoothing > 0:
-            raise DataError(f"frequency smoothing must be > 0, got {self.smoothing!r}")
+    def _check_params(self):
+        super()._check_params()
+        if (isinstance(self.smoothing, bool) or not isinstance(self.smoothing, (int, float))
+                or not 0 < self.smoothing < np.inf):
+            raise DataError(f"frequency smoothing must be a finite number > 0, got {self.smoothing!r}")
+        if not isinstance(self.pairs, (bool, np.bool_)):
+            raise DataError(f"frequency pairs must be true or false, got {self.pairs!r}")
+
+    def _fit_encoded(self, codes, encoder):
         self.counts_ = [c.copy() for c in encoder.counts_]
         self.n_events_ = len(codes)
         self.pair_keys_, self.pair_counts_ = [], []
@@ -62,20 +82,20 @@ class Frequency(EventDetector):
             out.append(np.log((found + a) / (self.n_events_ + a * cells)))
         return np.stack(out, axis=1)
 
-    def _pair_terms(self, codes):
+    def _explain_encoded(self, codes):
         self._check_fitted("counts_")
         if self.pairs:
             return self._log_pairs(codes)
         logp = self._log_marginals(codes)
         return np.stack([logp[:, i] + logp[:, j] for i, j in type_pairs(codes.shape[1])], axis=1)
 
-    def _score_codes(self, codes):
+    def _score_encoded(self, codes):
         self._check_fitted("counts_")
         terms = self._log_pairs(codes) if self.pairs else self._log_marginals(codes)
         return -terms.sum(axis=1)
 
     # --- model file ----------------------------------------------------------------------
-    def _codes_state(self):
+    def _own_state(self):
         self._check_fitted("counts_")
         arrays = {}
         for p, (keys, counts) in enumerate(zip(self.pair_keys_, self.pair_counts_)):
@@ -83,7 +103,7 @@ class Frequency(EventDetector):
             arrays[f"frequency.pair_counts.{p}"] = counts
         return arrays, {"n_events": self.n_events_}
 
-    def _set_codes_state(self, arrays, meta, encoder):
+    def _set_own_state(self, arrays, meta, encoder):
         n_events = meta.get("n_events")
         if isinstance(n_events, bool) or not isinstance(n_events, int) or n_events < 1:
             raise ModelFileError("model state: the frequency baseline's event count is missing")

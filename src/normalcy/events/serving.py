@@ -20,7 +20,7 @@ class EventCodec(Codec):
         return frame_from(tensors, self.detector.columns_)
 
     def predict(self, frame, parameters):
-        return self.scored(self.detector.score_frame(frame, "request"))
+        return self.scored(self.detector.decision_frame(frame, "request"))
 
 
 CODECS = {EventDetector: EventCodec}

@@ -1,9 +1,13 @@
-"""Images: per-image anomaly scores and per-pixel anomaly maps."""
+"""Images: per-image anomaly scores and per-pixel anomaly maps.
 
-from normalcy.image.gaussian import GaussianAD
-from normalcy.image.padim import PaDiM
-from normalcy.image.patchcore import PatchCore
+Importing this package registers its detectors (`normalcy.core.registry.detectors("image")`),
+in the order imported here: the order of `normalcy image models` and of the benchmark.
+"""
 
-DETECTORS = {"patchcore": PatchCore, "padim": PaDiM, "gaussian": GaussianAD}
+from normalcy.image.patchcore import PatchCore  # isort: skip
+from normalcy.image.padim import PaDiM  # isort: skip
+from normalcy.image.gaussian import GaussianAD  # isort: skip
 
-__all__ = ["DETECTORS", "GaussianAD", "PaDiM", "PatchCore"]
+DEFAULT = "patchcore"
+
+__all__ = ["DEFAULT", "GaussianAD", "PaDiM", "PatchCore"]

@@ -8,11 +8,13 @@ defects at the border out of the frame). Maps come back at that working resoluti
 
 from __future__ import annotations
 
+import functools
+import os
+from abc import abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -22,8 +24,9 @@ from scipy.ndimage import gaussian_filter
 from normalcy.core.detector import Detector
 from normalcy.core.errors import DataError
 from normalcy.core.progress import progress
-from normalcy.core.results import Prediction
-from normalcy.image.backbone import EfficientNetLiteFeatures, patch_features, to_tensor
+from normalcy.core.results import Explanation, Prediction
+from normalcy.core.threads import check_threads, thread_limit
+from normalcy.image.backbone import BACKBONES, EfficientNetLiteFeatures, patch_features, to_tensor
 from normalcy.image.io import read_image
 
 ImageInput = Sequence[str | Path | np.ndarray] | np.ndarray
@@ -36,95 +39,131 @@ MAP_SIGMA = 4.0  # Gaussian smoothing of maps, in pixels at a 256-pixel working 
 class ImageDetector(Detector):
     """Base for detectors on pretrained EfficientNet-Lite features.
 
-    Subclasses implement `_fit_batches` (learn from an iterator of feature batches) and
-    `_patch_scores` (N x h x w patch scores for one batch); `_get_state`/`_set_state` as for
-    any detector. Image-level-only detectors override `_score_batches` instead.
+    Parameters every image detector takes:
+
+    - backbone: the ImageNet-pretrained feature extractor, "efficientnet-lite0" (default),
+      "efficientnet-lite1" or "efficientnet-lite2".
+    - image_size: images are resized, whole, to this square size (default 256; a multiple of
+      16 in [32, 1024]); maps come back at this size.
+    - batch_size: images per backbone pass (default 8); scores do not depend on it.
+    - threads: CPU threads for torch, faiss and BLAS during fit and scoring (default None:
+      the libraries' own choice).
+    - weights: a backbone state-dict file to use instead of the packaged weights (default
+      None).
+
+    A subclass implements `_fit_encoded` (learn from an iterator of feature batches) and
+    `_score_encoded` (one batch of features -> N x h x w patch scores, or N image scores for a
+    detector without maps), `_get_state` / `_set_state` as any detector, and `_check_params`
+    for its own parameters. `_encode` (patch features by default) turns a normalised batch of
+    images into the features both hooks see.
     """
+
+    modality = "image"
+    explains = True  # the per-pixel map says where; detectors without one set False
+    renamed_params = {"num_threads": "threads"}  # normalcy 0.1.0 model files
 
     def __init__(
         self,
         backbone: str = "efficientnet-lite0",
         image_size: int = 256,
         batch_size: int = 8,
-        num_threads: int | None = None,
+        threads: int | None = None,
         weights: str | None = None,
     ):
         self.backbone = backbone
         self.image_size = image_size
         self.batch_size = batch_size
-        self.num_threads = num_threads
+        self.threads = threads
         self.weights = weights
 
     # --- public contract ---------------------------------------------------------------
     def fit(self, X: ImageInput, y=None) -> "ImageDetector":
+        self._check_params()
         images = _as_items(X)
-        self._validate_params()
-        with self._threads():
-            self._fit_batches(self._batches(images, "fit"), len(images))
+        with thread_limit(self.threads):
+            self._fit_encoded(self._batches(images, "fit"), len(images))
         return self
 
-    def score(self, X: ImageInput) -> np.ndarray:
-        return self.score_maps(X)[0]
+    def decision_function(self, X: ImageInput) -> np.ndarray:
+        return self._score(X, maps=False)[0]
 
-    def predict(self, X: ImageInput) -> Prediction:
-        scores, maps = self.score_maps(X)
-        return Prediction.from_scores(scores, self._require_threshold(), maps)
+    def predict(self, X: ImageInput) -> np.ndarray:
+        threshold = self._fitted_threshold()
+        return Prediction.from_scores(self.decision_function(X), threshold).labels
 
-    def score_maps(self, X: ImageInput) -> tuple[np.ndarray, np.ndarray | None]:
-        """Per-image scores and per-pixel maps (N x S x S, S = image_size), or None for
-        detectors that only score whole images."""
-        self._check_fitted(self._fitted_attribute)
-        images = _as_items(X)
-        with self._threads():
-            scores, maps = self._score_batches(self._batches(images, "score"), len(images))
-        return scores, maps
+    def detect(self, X: ImageInput) -> Prediction:
+        """Scores, labels, and per-pixel maps (N x S x S, S = image_size) as `localization`
+        (None for detectors that score whole images only)."""
+        threshold = self._fitted_threshold()
+        scores, maps = self._score(X, maps=True)
+        return Prediction.from_scores(scores, threshold, maps)
 
-    # --- hooks -------------------------------------------------------------------------
-    _fitted_attribute: str = ""
+    def explain(self, X: ImageInput) -> Explanation:
+        """Where each image is anomalous: scores and per-pixel maps (N x S x S) as `localization`;
+        needs no threshold."""
+        if not self.explains:
+            raise DataError(f"{type(self).__name__} scores whole images only: it has no pixel map to explain a score")
+        scores, maps = self._score(X, maps=True)
+        return Explanation(scores, localization=maps)
 
-    def _fit_batches(self, batches: Iterator[torch.Tensor], n_images: int) -> None:
-        raise NotImplementedError
-
-    def _patch_scores(self, features: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _features(self, batch: torch.Tensor) -> torch.Tensor:
-        """Backbone features of a normalised batch; patch features unless overridden."""
-        return patch_features(self.extractor, batch)
-
-    def _score_batches(self, batches, n_images):
-        scores, maps = [], []
-        for feats in batches:
-            patch = self._patch_scores(feats)
-            scores.append(patch.flatten(1).amax(1).numpy())
-            maps.append(self._smooth(patch))
-        return np.concatenate(scores).astype(np.float64), np.concatenate(maps)
-
-    # --- shared machinery ----------------------------------------------------------------
-    @property
-    def extractor(self) -> EfficientNetLiteFeatures:
-        # Built on first use and never saved: the weights come from the package or file.
-        cached = getattr(self, "_extractor", None)
-        if cached is None or cached[0] != (self.backbone, self.weights):
-            cached = ((self.backbone, self.weights), EfficientNetLiteFeatures(self.backbone, self.weights))
-            self._extractor = cached
-        return cached[1]
-
-    def _validate_params(self) -> None:
-        if not (isinstance(self.image_size, int) and MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE):
+    def _check_params(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise DataError(f"unknown backbone {self.backbone!r}; expected one of {', '.join(BACKBONES)}")
+        if not (is_int(self.image_size) and MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE):
             raise DataError(
                 f"image_size must be an integer in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {self.image_size!r}"
             )
         if self.image_size % 16:
             raise DataError(f"image_size must be a multiple of 16, got {self.image_size}")
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+        if not (is_int(self.batch_size) and self.batch_size >= 1):
             raise DataError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        check_threads(self.threads)
+        if self.weights is not None and not isinstance(self.weights, str):
+            raise DataError(f"weights must be a file path (a str) or None, got {self.weights!r}")
 
-    def _threads(self):
-        return thread_limit(self.num_threads)
+    # --- hooks -------------------------------------------------------------------------
+    _fitted_attribute: str = ""
+
+    @abstractmethod
+    def _fit_encoded(self, batches: Iterator[torch.Tensor], n_images: int) -> None:
+        """Learn from the encoded training images, one batch at a time."""
+
+    @abstractmethod
+    def _score_encoded(self, features: torch.Tensor) -> torch.Tensor:
+        """N x h x w patch scores of one encoded batch (or N image scores, without maps)."""
+
+    def _encode(self, batch: torch.Tensor) -> torch.Tensor:
+        """Backbone features of a normalised batch; patch features unless overridden."""
+        return patch_features(self.extractor, batch)
+
+    # --- shared machinery ----------------------------------------------------------------
+    @property
+    def extractor(self) -> EfficientNetLiteFeatures:
+        return _extractor(self.backbone, self.weights)
+
+    def _fitted_threshold(self) -> float:
+        self._check_fitted(self._fitted_attribute)
+        return self._require_threshold()
+
+    def _score(self, X: ImageInput, maps: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Image scores, and maps if asked for and the detector gives them. An image's score
+        is its largest patch score, taken before the map is smoothed."""
+        self._check_fitted(self._fitted_attribute)
+        images = _as_items(X)
+        scores, smoothed = [], []
+        with thread_limit(self.threads):
+            for feats in self._batches(images, "score"):
+                out = self._score_encoded(feats)
+                if out.ndim == 1:
+                    scores.append(out.numpy())
+                    continue
+                scores.append(out.flatten(1).amax(1).numpy())
+                if maps:
+                    smoothed.append(self._smooth(out))
+        return np.concatenate(scores).astype(np.float64), np.concatenate(smoothed) if smoothed else None
 
     def _batches(self, images: list, desc: str) -> Iterator[torch.Tensor]:
-        """Feature batches; the next batch is decoded in a thread while this one runs."""
+        """Encoded batches; the next batch is decoded in a thread while this one runs."""
         size = self.image_size
         chunks = [images[i : i + self.batch_size] for i in range(0, len(images), self.batch_size)]
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -132,7 +171,7 @@ class ImageDetector(Detector):
             for k in progress(range(len(chunks)), desc=desc, unit="batch"):
                 batch = pending.result()
                 pending = pool.submit(_load_resized, chunks[k + 1], size) if k + 1 < len(chunks) else None
-                yield self._features(to_tensor(batch))
+                yield self._encode(to_tensor(batch))
 
     def _smooth(self, patch: torch.Tensor) -> np.ndarray:
         """N x h x w patch scores -> N x S x S maps, bilinear upsampling then Gaussian blur."""
@@ -142,39 +181,42 @@ class ImageDetector(Detector):
         return np.stack([gaussian_filter(m, sigma, truncate=4.0) for m in up]).astype(np.float32)
 
 
+def scores_and_maps(detector: ImageDetector, X: ImageInput) -> tuple[np.ndarray, np.ndarray | None]:
+    """Scores, and per-pixel maps from the detectors that give them (`explains`), with or
+    without a threshold: what evaluation and serving need."""
+    if not detector.explains:
+        return detector.decision_function(X), None
+    explanation = detector.explain(X)
+    return explanation.scores, explanation.localization
+
+
 def upsample_map(anomaly_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Resize one map to (height, width), e.g. an image's original size, bilinearly."""
     t = torch.from_numpy(np.ascontiguousarray(anomaly_map, dtype=np.float32))[None, None]
     return F.interpolate(t, size=shape, mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
-class thread_limit:
-    """Cap torch, faiss and BLAS threads for a block (None leaves them as they are)."""
+def _extractor(backbone: str, weights: str | None) -> EfficientNetLiteFeatures:
+    """One frozen extractor per backbone and weights file, shared by every detector of the
+    process (it is only read): building one costs a weights load per detector otherwise."""
+    stamp = None
+    if weights is not None:
+        try:
+            info = os.stat(weights)
+            stamp = (info.st_mtime_ns, info.st_size)  # a replaced file is loaded afresh
+        except OSError:
+            pass  # EfficientNetLiteFeatures reports the unreadable file
+    return _cached_extractor(backbone, weights, stamp)
 
-    def __init__(self, n: int | None):
-        self.n = n
 
-    def __enter__(self):
-        if self.n is None:
-            return self
-        if not (isinstance(self.n, int) and self.n >= 1):
-            raise DataError(f"num_threads must be a positive integer, got {self.n!r}")
-        from threadpoolctl import threadpool_limits
+@functools.lru_cache(maxsize=4)
+def _cached_extractor(backbone: str, weights: str | None, stamp) -> EfficientNetLiteFeatures:
+    return EfficientNetLiteFeatures(backbone, weights)
 
-        # torch, faiss and threadpoolctl can share one OpenMP runtime: read every original
-        # setting before changing any, or a later read sees n instead of the original.
-        self._torch = torch.get_num_threads()
-        self._faiss = faiss.omp_get_max_threads()
-        self._blas = threadpool_limits(self.n)
-        torch.set_num_threads(self.n)
-        faiss.omp_set_num_threads(self.n)
-        return self
 
-    def __exit__(self, *exc):
-        if self.n is not None:
-            self._blas.restore_original_limits()
-            faiss.omp_set_num_threads(self._faiss)
-            torch.set_num_threads(self._torch)
+def is_int(value) -> bool:
+    """A plain int (not a bool): parameters go to JSON in the model file as they are."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _as_items(X: ImageInput) -> list:
@@ -187,7 +229,11 @@ def _as_items(X: ImageInput) -> list:
     elif isinstance(X, (str, Path)):
         raise DataError(f"expected a list of images, got a single path {X!s}; wrap it in a list")
     else:
-        items = list(X)
+        try:
+            items = list(X)
+        except TypeError:
+            raise DataError(f"expected a list of images (paths or H x W x 3 uint8 arrays), got "
+                            f"{type(X).__name__}") from None
     if not items:
         raise DataError("no images given")
     return items
@@ -197,16 +243,18 @@ def _load_resized(items: list, size: int) -> list[np.ndarray]:
     return [_resize(read_image(it) if isinstance(it, (str, Path)) else _check_array(it), size) for it in items]
 
 
-def _check_array(image: np.ndarray) -> np.ndarray:
+def _check_array(image) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
+        image = image[..., None]
     if image.ndim != 3 or image.shape[-1] not in (1, 3):
         raise DataError(f"an image array must be H x W x 3 uint8, got shape {image.shape}")
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=2)
     if image.dtype != np.uint8:
         raise DataError(f"an image array must be uint8, got {image.dtype}")
+    if not image.shape[0] or not image.shape[1]:
+        raise DataError(f"an image array has no pixels (shape {image.shape})")
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=2)
     return image
 
 

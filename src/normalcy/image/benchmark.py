@@ -32,7 +32,15 @@ def categories(root: Path) -> list[Path]:
     return found
 
 
-def run(root: str | Path, detectors: list[str], params: dict, json_path: str | Path) -> tuple[Path, Path, list[dict]]:
+def run(root: str | Path, detectors: list[str] | None, params: dict, json_path: str | Path
+        ) -> tuple[Path, Path, list[dict]]:
+    """Every detector named (default: every registered image detector) on every category."""
+    from normalcy.core.registry import detector_class
+    from normalcy.core.registry import detectors as registered
+
+    detectors = list(detectors or registered("image"))
+    for name in detectors:
+        detector_class("image", name)  # an unknown name fails here, before any run
     records = []
     context = multiprocessing.get_context("spawn")
     for category in categories(Path(root)):
@@ -49,12 +57,14 @@ def run(root: str | Path, detectors: list[str], params: dict, json_path: str | P
 
 
 def _one(category: str, name: str, params: dict) -> dict:
-    from normalcy.image import DETECTORS
+    from normalcy.core.registry import build, detector_class, parameter_names
     from normalcy.image.datasets import load_dataset
     from normalcy.image.evaluate import evaluate
 
     dataset = load_dataset(category)
-    detector = DETECTORS[name](**_params_for(DETECTORS[name], params))
+    # Settings shared by the run (e.g. coreset_ratio) go to the detectors that take them.
+    accepted = parameter_names(detector_class("image", name))
+    detector = build("image", name, {k: v for k, v in params.items() if k in accepted and v is not None})
     start = time.perf_counter()
     detector.fit(dataset.train)
     fit_seconds = time.perf_counter() - start
@@ -69,8 +79,3 @@ def _one(category: str, name: str, params: dict) -> dict:
         "n_train": len(dataset.train),
         "n_test": metrics["n_images"],
     }
-
-
-def _params_for(cls, params: dict) -> dict:
-    accepted = cls._get_param_names()
-    return {k: v for k, v in params.items() if k in accepted and v is not None}

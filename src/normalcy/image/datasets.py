@@ -41,7 +41,6 @@ checks a mask against its image's original size when the mask is actually loaded
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,32 +238,3 @@ def load_mask_for(
         )
     return resize_mask(mask, target)
 
-
-def train_validation_split(
-    paths: Sequence[str | Path],
-    fraction: float,
-    seed: int = 0,
-) -> tuple[list[Path], list[Path]]:
-    """Split `paths` into ``(fit_paths, holdout_paths)`` at random, deterministically.
-
-    The hold-out gets ``round(fraction * n)`` paths (at least one when ``fraction > 0`` and
-    ``n >= 2``; never all of them, so the fit part is never empty). The same `paths`
-    sequence, `fraction` and `seed` always give the same split; both parts keep the input
-    order. `fraction` must be in ``[0, 1)``.
-    """
-    paths = [Path(p) for p in paths]
-    n = len(paths)
-    if not n:
-        raise DataError("train_validation_split got no paths to split")
-    fraction = float(fraction)
-    if not (0.0 <= fraction < 1.0) or math.isnan(fraction):
-        raise DataError(f"validation fraction must be in [0, 1), got {fraction}")
-    n_hold = math.floor(fraction * n + 0.5)
-    if fraction > 0 and n >= 2:
-        n_hold = max(n_hold, 1)
-    n_hold = min(n_hold, n - 1)
-    order = np.random.default_rng(seed).permutation(n)
-    held = set(order[:n_hold].tolist())
-    fit = [p for i, p in enumerate(paths) if i not in held]
-    holdout = [p for i, p in enumerate(paths) if i in held]
-    return fit, holdout

@@ -14,7 +14,7 @@ from PIL import Image
 
 from normalcy.core import metrics
 from normalcy.core.errors import DataError
-from normalcy.image.base import ImageDetector
+from normalcy.image.base import ImageDetector, scores_and_maps
 from normalcy.image.datasets import ImageDataset, ImageSample, load_mask_for
 
 
@@ -25,7 +25,7 @@ def evaluate(detector: ImageDetector, dataset: ImageDataset) -> tuple[dict, np.n
     if labels.min(initial=1) == 1 or labels.max(initial=0) == 0:
         raise DataError(f"{dataset.root}: evaluation needs normal and anomalous test images")
     start = time.perf_counter()
-    scores, maps = detector.score_maps([s.path for s in samples])
+    scores, maps = scores_and_maps(detector, [s.path for s in samples])
     seconds = time.perf_counter() - start
     f1, f1_threshold = metrics.f1_max(labels, scores)
     result = {

@@ -18,14 +18,23 @@ from normalcy.image.base import ImageDetector
 
 
 class GaussianAD(ImageDetector):
+    """Gaussian AD: Mahalanobis distance of an image's pooled features to the normal ones'.
+
+    Scores whole images only (no pixel map, so no `explain`). Parameters: backbone
+    ("efficientnet-lite0"), image_size (256), batch_size (8), threads (None) and weights
+    (None), as for every image detector (`ImageDetector`).
+    """
+
+    name = "gaussian"
+    explains = False
     _fitted_attribute = "means_"
 
-    def _features(self, batch):
+    def _encode(self, batch):
         levels = tuple(range(len(self.extractor.channels)))
         with torch.inference_mode():
             return torch.cat([f.mean(dim=(2, 3)) for f in self.extractor(batch, levels)], dim=1)
 
-    def _fit_batches(self, batches, n_images):
+    def _fit_encoded(self, batches, n_images):
         if n_images < 2:
             raise DataError("the Gaussian model needs at least 2 training images")
         pooled = torch.cat(list(batches)).double().numpy()
@@ -35,15 +44,15 @@ class GaussianAD(ImageDetector):
             self.means_.append(lw.location_.astype(np.float64))
             self.precisions_.append(lw.precision_.astype(np.float64))
 
-    def _score_batches(self, batches, n_images):
-        pooled = torch.cat(list(batches)).double().numpy()
+    def _score_encoded(self, features):
+        pooled = features.double().numpy()
         if pooled.shape[1] != sum(len(m) for m in self.means_):
             raise ModelFileError("pooled features do not match the fitted model; another backbone?")
         total = np.zeros(len(pooled))
         for block, mean, precision in zip(np.split(pooled, self._splits(), axis=1), self.means_, self.precisions_):
             delta = block - mean
             total += np.sqrt(np.maximum(np.einsum("nc,cd,nd->n", delta, precision, delta), 0.0))
-        return total, None
+        return torch.from_numpy(total)
 
     def _splits(self) -> list[int]:
         return list(np.cumsum(self.extractor.channels)[:-1])

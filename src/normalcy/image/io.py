@@ -13,6 +13,13 @@ decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``) still applies on top of ou
 error is turned into a `DataError`, and its warning is silenced because our limit is the one
 that decides. `Image.MAX_IMAGE_PIXELS` itself is left untouched, since it is process-wide.
 
+Memory: an image of P pixels is decoded by Pillow into its own frame (1 to 4 bytes per
+pixel by mode: 2 for 16-bit greyscale, 4 for RGB, 32-bit integer and float) and converted
+into the 3P-byte result a strip of STRIP_PIXELS pixels at a time, so the conversion's
+temporaries stay under WORKING_BYTES_PER_PIXEL x STRIP_PIXELS bytes (16 MiB) whatever the
+image's size or mode: in all, at most 7P bytes plus 16 MiB (about 280 MiB at the 40-megapixel
+limit; a 16-bit 6000 x 6000 PNG takes 69 MiB in Pillow plus the 103 MiB result).
+
 Every failure to read a file (missing, not an image, corrupt, truncated, too large) raises
 `normalcy.core.errors.DataError` with the path and the reason. Note that a truncated file is
 only detected while `PIL.ImageFile.LOAD_TRUNCATED_IMAGES` is False (Pillow's default).
@@ -21,6 +28,7 @@ only detected while `PIL.ImageFile.LOAD_TRUNCATED_IMAGES` is False (Pillow's def
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import struct
 import warnings
@@ -37,6 +45,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 MAX_PIXELS = 40_000_000
 """Default limit on width * height of one image, checked before decoding."""
+
+STRIP_PIXELS = 1 << 19
+"""Pixels converted to 8-bit RGB at a time (at least one row): bounds decoding's working memory."""
+
+WORKING_BYTES_PER_PIXEL = 32
+"""Upper bound on the conversion's temporaries per pixel of a strip, in any mode (measured:
+at most 22, for RGBA)."""
 
 # What Pillow raises while parsing or decoding a broken file. UnidentifiedImageError is an
 # OSError; truncated data is an OSError; broken PNG chunks are SyntaxError; bad EXIF or
@@ -110,8 +125,8 @@ def _open_decoded(path: Path, max_pixels: int) -> Iterator[Image.Image]:
         try:
             # Force the full decode here so corrupt or truncated data fails inside the try.
             img.load()
-            upright = ImageOps.exif_transpose(img)
-            upright.load()
+            # In place: a transposed copy would hold a second decoded frame.
+            ImageOps.exif_transpose(img, in_place=True)
         except Image.DecompressionBombError as exc:
             raise DataError(
                 f"cannot read image {path}: larger than Pillow's decompression-bomb limit "
@@ -119,75 +134,105 @@ def _open_decoded(path: Path, max_pixels: int) -> Iterator[Image.Image]:
             ) from exc
         except _DECODE_ERRORS as exc:
             raise DataError(f"cannot read image {path}: corrupt or truncated ({exc})") from exc
-        yield upright
+        yield img
 
 
 def _composite_over_black(rgba: np.ndarray) -> np.ndarray:
     """(H, W, 4) uint8 -> (H, W, 3) uint8, colour * alpha / 255, rounded."""
     rgb = rgba[..., :3].astype(np.uint32)
-    alpha = rgba[..., 3:4].astype(np.uint32)
-    # Integer rounding of rgb * alpha / 255.
-    return ((rgb * alpha + 127) // 255).astype(np.uint8)
+    # Integer rounding of rgb * alpha / 255, in place.
+    rgb *= rgba[..., 3:4]
+    rgb += 127
+    rgb //= 255
+    return rgb.astype(np.uint8)
 
 
-def _sixteen_bit_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Scale the full 0..65535 range onto 0..255: round(v / 257), so 65535 -> 255."""
-    v = values.astype(np.int64)
-    return ((v + 128) // 257).astype(np.uint8)
+def _sixteen_bit_to_uint8(strip: Image.Image) -> np.ndarray:
+    """Scale the full 0..65535 range onto 0..255: round(v / 257), so 65535 -> 255. uint32
+    arithmetic in place: (v + 128) // 257 never exceeds 65663."""
+    v = np.asarray(strip).astype(np.uint32)
+    v += 128
+    v //= 257
+    return v.astype(np.uint8)
 
 
-def _min_max_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Scale the finite min..max of `values` onto 0..255; non-finite values become 0."""
-    v = values.astype(np.float64)
-    finite = np.isfinite(v)
-    if not finite.any():
+def _value_range(img: Image.Image) -> tuple[float, float] | None:
+    """The finite min and max of a single-channel image, read a strip at a time; None if no
+    value is finite."""
+    lo = hi = None
+    for _, _, strip in _strips(img):
+        v = np.asarray(strip)
+        finite = v[np.isfinite(v)]
+        if finite.size:
+            lo = float(finite.min()) if lo is None else min(lo, float(finite.min()))
+            hi = float(finite.max()) if hi is None else max(hi, float(finite.max()))
+    return None if lo is None else (lo, hi)
+
+
+def _min_max_to_uint8(strip: Image.Image, value_range: tuple[float, float] | None) -> np.ndarray:
+    """Scale the image's finite min..max (`value_range`) onto 0..255; non-finite values become 0."""
+    v = np.asarray(strip, dtype=np.float64)
+    if value_range is None or value_range[1] <= value_range[0]:
         return np.zeros(v.shape, dtype=np.uint8)
-    lo = float(v[finite].min())
-    hi = float(v[finite].max())
-    out = np.zeros(v.shape, dtype=np.float64)
-    if hi > lo:
-        out[finite] = (v[finite] - lo) / (hi - lo) * 255.0
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    lo, hi = value_range
+    with np.errstate(invalid="ignore"):
+        scaled = (v - lo) / (hi - lo) * 255.0
+    scaled[~np.isfinite(v)] = 0.0
+    del v
+    np.rint(scaled, out=scaled)
+    return np.clip(scaled, 0, 255, out=scaled).astype(np.uint8)
 
 
-def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
-    return np.repeat(grey[..., None], 3, axis=2)
+def _strips(img: Image.Image) -> Iterator[tuple[int, int, Image.Image]]:
+    """(top, bottom, rows top..bottom as an image) of about STRIP_PIXELS pixels each (at least
+    one row)."""
+    width, height = img.size
+    rows = max(1, STRIP_PIXELS // width)
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        yield top, bottom, img.crop((0, top, width, bottom))
 
 
-def _to_rgb_uint8(img: Image.Image, path: Path) -> np.ndarray:
+def _to_rgb_uint8(img: Image.Image, path) -> np.ndarray:
+    """The decoded image as (H, W, 3) uint8, converted a strip at a time into the result, so
+    no conversion holds more than one strip's temporaries (see `read_image` for the bound)."""
     mode = img.mode
-    has_transparency = img.info.get("transparency") is not None
-
     if mode in _SIXTEEN_BIT_MODES:
-        return _grey_to_rgb(_sixteen_bit_to_uint8(np.asarray(img)))
-    if mode == "I":
-        # 32-bit integer. Usually 16-bit data widened by Pillow (PNG/TIFF): scale by the
-        # 16-bit range. Values outside 0..65535 mean genuinely wider data: use min..max.
-        values = np.asarray(img)
-        if values.size and values.min() >= 0 and values.max() <= 65535:
-            return _grey_to_rgb(_sixteen_bit_to_uint8(values))
-        return _grey_to_rgb(_min_max_to_uint8(values))
-    if mode == "F":
-        return _grey_to_rgb(_min_max_to_uint8(np.asarray(img)))
-    if mode in _ALPHA_MODES or has_transparency:
+        convert = _sixteen_bit_to_uint8
+    elif mode in ("I", "F"):
+        # 'I' is 32-bit integer, usually 16-bit data widened by Pillow (PNG/TIFF): scale it by
+        # the 16-bit range. Values outside 0..65535 mean genuinely wider data: use min..max,
+        # as for float ('F') images.
+        value_range = _value_range(img)
+        if mode == "I" and (value_range is None or (value_range[0] >= 0 and value_range[1] <= 65535)):
+            convert = _sixteen_bit_to_uint8
+        else:
+            convert = functools.partial(_min_max_to_uint8, value_range=value_range)
+    elif mode in _ALPHA_MODES or img.info.get("transparency") is not None:
         # Composite over black rather than dropping alpha: the colour stored under
         # transparent pixels is undefined (encoders leave anything there, often stale
         # content), so dropping alpha would feed the detector arbitrary pixels that differ
         # from image to image. A fixed black background makes transparent regions identical
         # in every image, so they are neither mistaken for defects nor able to hide one
         # behind whatever colour happened to be stored there.
-        rgba = np.asarray(img.convert("RGBA"))
-        return _composite_over_black(rgba)
-    if mode == "RGB":
-        return np.array(img, dtype=np.uint8)
-    if mode == "L":
-        return _grey_to_rgb(np.asarray(img, dtype=np.uint8))
-    # '1', 'P' without transparency, 'CMYK', 'YCbCr', 'LAB', 'HSV', ...: Pillow's own
-    # conversion is correct for these (CMYK uses Pillow's naive inversion, no ICC profile).
-    try:
-        return np.array(img.convert("RGB"), dtype=np.uint8)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"cannot read image {path}: unsupported mode {mode!r} ({exc})") from exc
+        def convert(strip):
+            return _composite_over_black(np.asarray(strip.convert("RGBA")))
+    elif mode in ("RGB", "L"):
+        convert = np.asarray
+    else:
+        # '1', 'P' without transparency, 'CMYK', 'YCbCr', 'LAB', 'HSV', ...: Pillow's own
+        # conversion is correct for these (CMYK uses Pillow's naive inversion, no ICC profile).
+        def convert(strip):
+            try:
+                return np.asarray(strip.convert("RGB"))
+            except (ValueError, OSError) as exc:
+                raise DataError(f"cannot read image {path}: unsupported mode {mode!r} ({exc})") from exc
+    width, height = img.size
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    for top, bottom, strip in _strips(img):
+        values = convert(strip)
+        out[top:bottom] = values if values.ndim == 3 else values[..., None]
+    return out
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -198,22 +243,21 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     16-bit greyscale ('I;16', 'I;16B', 'I' within 0..65535) is scaled by the full 16-bit
     range (round(v / 257): 65535 -> 255, 25700 -> 100), never clipped; 16-bit RGB PNGs are
     reduced to 8 bits by Pillow (high byte); float ('F') images are scaled from their min..max;
-    CMYK and other modes go through Pillow's RGB conversion.
+    CMYK and other modes go through Pillow's RGB conversion. Memory: see the module's notes.
 
     Raises DataError naming `path` when the file is missing, not an image, corrupt,
     truncated, or has more than `max_pixels` pixels (checked before decoding).
     """
     path = Path(path)
     with _open_decoded(path, max_pixels) as img:
-        array = _to_rgb_uint8(img, path)
-    return np.ascontiguousarray(array)
+        return _to_rgb_uint8(img, path)
 
 
 def decode_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Encoded image bytes (PNG, JPEG, ...) -> H x W x 3 uint8, with `read_image`'s checks and
     conversions; `name` (a request field, a table cell) stands for the file in its errors."""
     with _open_decoded(_NamedBytes(data, name), max_pixels) as img:
-        return np.ascontiguousarray(_to_rgb_uint8(img, name))
+        return _to_rgb_uint8(img, name)
 
 
 class _NamedBytes(io.BytesIO):

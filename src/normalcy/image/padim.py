@@ -8,15 +8,31 @@ its position. The random channel subset of the paper is optional (`n_features`).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from normalcy.core.detector import expect_arrays
 from normalcy.core.errors import DataError, ModelFileError
-from normalcy.image.base import ImageDetector
+from normalcy.image.base import ImageDetector, is_int
 
 
 class PaDiM(ImageDetector):
+    """PaDiM: Mahalanobis distance of each patch to a Gaussian fitted at its grid position.
+
+    Parameters:
+
+    - n_features: how many feature channels to keep, chosen at random as in the paper
+      (default None: all of them).
+    - regularization: added to each covariance's diagonal so it can be inverted (default
+      0.01; must be > 0).
+    - seed: seed of the channel subset (default 0).
+    - backbone ("efficientnet-lite0"), image_size (256), batch_size (8), threads (None) and
+      weights (None): as for every image detector (`ImageDetector`).
+    """
+
+    name = "padim"
     _fitted_attribute = "mean_"
 
     def __init__(
@@ -27,15 +43,25 @@ class PaDiM(ImageDetector):
         regularization: float = 0.01,
         seed: int = 0,
         batch_size: int = 8,
-        num_threads: int | None = None,
+        threads: int | None = None,
         weights: str | None = None,
     ):
-        super().__init__(backbone, image_size, batch_size, num_threads, weights)
+        super().__init__(backbone, image_size, batch_size, threads, weights)
         self.n_features = n_features
         self.regularization = regularization
         self.seed = seed
 
-    def _fit_batches(self, batches, n_images):
+    def _check_params(self):
+        super()._check_params()
+        if self.n_features is not None and not (is_int(self.n_features) and self.n_features >= 1):
+            raise DataError(f"n_features must be a positive integer or None, got {self.n_features!r}")
+        reg = self.regularization
+        if not (isinstance(reg, (int, float)) and not isinstance(reg, bool) and math.isfinite(reg) and reg > 0):
+            raise DataError(f"regularization must be a finite number > 0, got {reg!r}")
+        if not is_int(self.seed):
+            raise DataError(f"seed must be an integer, got {self.seed!r}")
+
+    def _fit_encoded(self, batches, n_images):
         if n_images < 2:
             raise DataError("PaDiM needs at least 2 training images to estimate a covariance")
         total = outer = None
@@ -56,7 +82,7 @@ class PaDiM(ImageDetector):
         self.precision_ = np.linalg.inv(cov.numpy()).astype(np.float32)
         self.grid_ = np.asarray(feats.shape[-2:])
 
-    def _patch_scores(self, features):
+    def _score_encoded(self, features):
         x = self._select(features)
         n, c, h, w = x.shape
         if (h, w) != tuple(self.grid_) or c != self.mean_.shape[1]:

@@ -15,13 +15,27 @@ import torch
 from normalcy.core.detector import expect_arrays
 from normalcy.core.errors import DataError, ModelFileError
 from normalcy.core.progress import progress
-from normalcy.image.base import ImageDetector
+from normalcy.image.base import ImageDetector, is_int
 
 
 MIN_BANK = 1000
 
 
 class PatchCore(ImageDetector):
+    """PatchCore: distance of each patch to a coreset memory bank of normal patch features.
+
+    Parameters:
+
+    - coreset_ratio: the share of training patches kept in the memory bank (default 0.01); at
+      least MIN_BANK (1,000) patches are kept, or every patch if there are fewer.
+    - projection_dim: dimensions of the random projection the coreset selection measures
+      distances in (default 64; 0 selects in the full feature space).
+    - seed: seed of the projection and of the coreset's first pick (default 0).
+    - backbone ("efficientnet-lite0"), image_size (256), batch_size (8), threads (None) and
+      weights (None): as for every image detector (`ImageDetector`).
+    """
+
+    name = "patchcore"
     _fitted_attribute = "memory_bank_"
 
     def __init__(
@@ -32,17 +46,25 @@ class PatchCore(ImageDetector):
         projection_dim: int = 64,
         seed: int = 0,
         batch_size: int = 8,
-        num_threads: int | None = None,
+        threads: int | None = None,
         weights: str | None = None,
     ):
-        super().__init__(backbone, image_size, batch_size, num_threads, weights)
+        super().__init__(backbone, image_size, batch_size, threads, weights)
         self.coreset_ratio = coreset_ratio
         self.projection_dim = projection_dim
         self.seed = seed
 
-    def _fit_batches(self, batches, n_images):
-        if not 0.0 < self.coreset_ratio <= 1.0:
-            raise DataError(f"coreset_ratio must be in (0, 1], got {self.coreset_ratio}")
+    def _check_params(self):
+        super()._check_params()
+        ratio = self.coreset_ratio
+        if not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and 0.0 < ratio <= 1.0):
+            raise DataError(f"coreset_ratio must be a number in (0, 1], got {ratio!r}")
+        if not (is_int(self.projection_dim) and self.projection_dim >= 0):
+            raise DataError(f"projection_dim must be a non-negative integer, got {self.projection_dim!r}")
+        if not is_int(self.seed):
+            raise DataError(f"seed must be an integer, got {self.seed!r}")
+
+    def _fit_encoded(self, batches, n_images):
         feats = torch.cat([_rows(f) for f in batches])
         # A ratio suited to hundreds of images leaves a handful of patches for a dozen, too few
         # to cover normal variation: keep at least MIN_BANK (or every patch, if fewer).
@@ -51,7 +73,7 @@ class PatchCore(ImageDetector):
         self.memory_bank_ = feats[keep].numpy().astype(np.float32)
         self._index = None
 
-    def _patch_scores(self, features):
+    def _score_encoded(self, features):
         n, c, h, w = features.shape
         if c != self.memory_bank_.shape[1]:
             raise ModelFileError(

@@ -1,8 +1,9 @@
-"""Serving image detectors: input `image`, BYTES [n], each element the base64 of an encoded
-file (PNG, JPEG, ...). Outputs `score` FP64 [n], `label` BOOL [n] (with a threshold),
-`anomaly_map` FP32 [n, S, S] at the working size S (detectors that localise), and, when the
-request's parameters say ``"overlay": true``, `overlay` BYTES [n]: base64 PNGs of the heatmap
-over each image.
+"""Serving image detectors: input `image`, BYTES [n], each element an encoded file (PNG, JPEG,
+...): raw bytes in binary tensor data, base64 in JSON (`normalcy.serve.codec` decodes it).
+Outputs `score` FP64 [n], `label` BOOL [n] (with a threshold), `anomaly_map` FP32 [n, S, S]
+at the working size S (detectors that localise), and, when the request's parameters say
+``"overlay": true``, `overlay` BYTES [n]: PNGs of the heatmap over each image (base64 in
+JSON).
 
 Decoding is the file reader's (`normalcy.image.io`): the pixel count is checked from the
 header before any pixel is decoded, and a truncated, corrupt or oversized file is a
@@ -11,14 +12,12 @@ DataError, never a crash.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 
 import numpy as np
 from PIL import Image
 
-from normalcy.image.base import ImageDetector
+from normalcy.image.base import ImageDetector, scores_and_maps
 from normalcy.image.io import MAX_PIXELS, decode_image
 from normalcy.image.overlay import color_range, overlay
 from normalcy.serve.codec import Codec, Limits, Output, RequestError, TensorSpec
@@ -33,13 +32,12 @@ class ImageCodec(Codec):
         self.max_pixels = limits.max_image_pixels or MAX_PIXELS
         # Threads are the server's to set for the whole process; a per-call limit would
         # change torch's process-wide setting under concurrent requests.
-        detector.num_threads = None
+        detector.threads = None
         size = detector.image_size
-        # One prediction at load builds the backbone, so the first request is not slow, and
-        # tells whether this detector gives maps.
-        _, maps = detector.score_maps(np.full((1, size, size, 3), 128, dtype=np.uint8))
-        self.localises = maps is not None
-        self.inputs = [TensorSpec("image", ("BYTES",), (-1,))]
+        # One prediction at load builds the backbone, so the first request is not slow.
+        scores_and_maps(detector, np.full((1, size, size, 3), 128, dtype=np.uint8))
+        self.localises = detector.explains
+        self.inputs = [TensorSpec("image", ("BYTES",), (-1,), raw=True)]
         self.outputs = self.score_outputs()
         if self.localises:
             self.outputs.append(TensorSpec("anomaly_map", ("FP32",), (-1, size, size)))
@@ -57,8 +55,8 @@ class ImageCodec(Codec):
         if not encoded:
             raise RequestError("input 'image' has no images")
         images, pixels = [], 0
-        for i, text in enumerate(encoded):
-            images.append(decode_base64_image(text, f"input 'image'[{i}]", self.max_pixels))
+        for i, data in enumerate(encoded):
+            images.append(decode_image(data, f"input 'image'[{i}]", self.max_pixels))
             # The limit also holds for all the images of a request together, so at most one
             # image's worth of memory is ever decoded past it.
             pixels += images[-1].shape[0] * images[-1].shape[1]
@@ -68,30 +66,21 @@ class ImageCodec(Codec):
         return images
 
     def predict(self, images, parameters) -> list[Output]:
-        scores, maps = self.detector.score_maps(images)
+        scores, maps = scores_and_maps(self.detector, images)
         out = self.scored(scores)
         if maps is not None:
             out.append(Output("anomaly_map", "FP32", maps.astype(np.float32)))
             if parameters.get("overlay") is True:
                 vmin, vmax = color_range(self.detector.threshold_, maps)
-                out.append(Output("overlay", "BYTES", [_png_base64(overlay(image, m, vmin, vmax))
+                out.append(Output("overlay", "BYTES", [_png(overlay(image, m, vmin, vmax))
                                                        for image, m in zip(images, maps)]))
         return out
 
 
-def decode_base64_image(text: str, label: str, max_pixels: int) -> np.ndarray:
-    """A base64-encoded image file -> H x W x 3 uint8, with the file reader's checks."""
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise RequestError(f"{label} is not valid base64") from None
-    return decode_image(data, label, max_pixels)
-
-
-def _png_base64(array: np.ndarray) -> str:
+def _png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
 
 
 CODECS = {ImageDetector: ImageCodec}

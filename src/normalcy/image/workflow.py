@@ -13,50 +13,34 @@ from pathlib import Path
 import numpy as np
 
 from normalcy.core.errors import DataError, NormalcyError
-from normalcy.core.threshold import F1Optimal, Fixed, ThresholdStrategy
-from normalcy.image import DETECTORS
+from normalcy.core.holdout import fit_with_holdout
+from normalcy.core.threshold import ThresholdStrategy
 from normalcy.image.base import ImageDetector
-from normalcy.image.datasets import load_dataset, train_validation_split
+from normalcy.image.datasets import load_dataset
 from normalcy.image.io import SkippedImageWarning, is_image_file, read_image
 from normalcy.image.overlay import color_range, overlay, save_png
 
 RESULT_COLUMNS = ["path", "score", "label", "threshold", "overlay", "error"]
 
 
-def fit_model(data: str | Path, model: str, params: dict, threshold: ThresholdStrategy,
-              holdout: float = 0.1, validation: str | Path | None = None, seed: int = 0) -> ImageDetector:
-    """Fit on the normal training images and set the threshold.
+def fit_model(data: str | Path, detector: ImageDetector, threshold: ThresholdStrategy, holdout: float = 0.1,
+              validation: str | Path | None = None, seed: int = 0) -> ImageDetector:
+    """Fit `detector` on the normal training images of `data` and set its threshold.
 
     The threshold comes from a labelled validation dataset when one is given (needed for
-    F1-optimal), else from `holdout` of the normal images kept out of fitting: scores of
-    images a detector was fitted on are optimistically low, so they would set it too low.
+    F1-optimal), else from `holdout` of the normal images kept out of fitting
+    (`normalcy.core.holdout.fit_with_holdout`): scores of images a detector was fitted on are
+    optimistically low, so they would set it too low.
     """
-    if model not in DETECTORS:
-        raise DataError(f"unknown model {model!r}; expected one of {', '.join(DETECTORS)}")
     dataset = load_dataset(data)
-    detector = DETECTORS[model](**{k: v for k, v in params.items() if v is not None})
+    labelled = None
     if validation is not None:
-        detector.fit(dataset.train)
         val = load_dataset(validation).test
         if not val:
             raise DataError(f"validation data {validation} has no test images")
-        detector.calibrate([s.path for s in val], threshold, y=np.array([s.label for s in val]))
-        return detector
-    if isinstance(threshold, F1Optimal):
-        raise DataError("threshold f1 needs labelled validation data: pass --validation DIR")
-    if holdout > 0 and len(dataset.train) >= 2:
-        fit_paths, held = train_validation_split(dataset.train, holdout, seed)
-    else:
-        fit_paths, held = dataset.train, []
-    detector.fit(fit_paths)
-    if held:
-        detector.calibrate(held, threshold)
-    elif isinstance(threshold, Fixed):
-        detector.threshold_ = threshold.compute()
-    else:
-        raise DataError(f"threshold {threshold.spec()} needs held-out normal images: use a holdout "
-                        "fraction > 0 with at least 2 training images, or a fixed threshold")
-    return detector
+        labelled = ([s.path for s in val], np.array([s.label for s in val]))
+    return fit_with_holdout(detector, dataset.train, threshold, holdout, seed, labelled, unit="images",
+                            name=str(data))
 
 
 def expand_inputs(paths: list[str | Path]) -> list[Path]:
@@ -108,7 +92,7 @@ def predict_to_folder(detector: ImageDetector, paths: list[Path], out_dir: str |
                                  "overlay": "", "error": str(exc)})
             if not chunk:
                 continue
-            prediction = detector.predict(images)
+            prediction = detector.detect(images)
             maps = prediction.localization
             vmin, vmax = color_range(threshold, maps) if maps is not None else (0, 1)
             for i, path in enumerate(chunk):

@@ -1,15 +1,18 @@
-"""System logs: template mining, sessions and windows, and detectors on the groups' events."""
+"""System logs: template mining, sessions and windows, and detectors on the groups' events.
+Importing this package registers the sequence detectors (`normalcy.core.registry.detectors
+("logs")`); `LogModel` (normalcy.logs.model) wraps one with a parser and a grouping."""
 
-from normalcy.logs.base import Evidence, SequenceDetector
-from normalcy.logs.clustering import LogClustering
-from normalcy.logs.deeplog import DeepLog
-from normalcy.logs.invariants import InvariantsMining
+# Registration order is the order `normalcy logs models` and the benchmark list them.
+from normalcy.logs.invariants import InvariantsMining  # isort: skip
+from normalcy.logs.pca import PCA  # isort: skip
+from normalcy.logs.clustering import LogClustering  # isort: skip
+from normalcy.logs.deeplog import DeepLog  # isort: skip
+from normalcy.logs.unseen import UnseenTemplates  # isort: skip
+from normalcy.logs.base import SequenceDetector
+from normalcy.logs.model import LogModel  # a model file names it: loading imports only this package
 from normalcy.logs.parser import UNSEEN, LogParser
-from normalcy.logs.pca import PCA
-from normalcy.logs.unseen import UnseenTemplates
 
-DETECTORS = {"pca": PCA, "invariants": InvariantsMining, "clustering": LogClustering, "deeplog": DeepLog,
-             "unseen": UnseenTemplates}
+DEFAULT = "invariants"
 
-__all__ = ["DETECTORS", "DeepLog", "Evidence", "InvariantsMining", "LogClustering", "LogParser", "PCA",
+__all__ = ["DEFAULT", "DeepLog", "InvariantsMining", "LogClustering", "LogModel", "LogParser", "PCA",
            "SequenceDetector", "UNSEEN", "UnseenTemplates"]

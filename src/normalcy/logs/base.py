@@ -5,25 +5,33 @@ which events made it anomalous.
 The vocabulary is the set of event ids seen in training; any other id (a template the parser
 had not seen, or one that was only in anomalous data) counts as *unseen*. Count-based
 detectors give unseen events their own column, so an unseen event always weighs against a
-group.
+group. `explain` names these columns as its parts: "E<id>" per event of the vocabulary, and
+"unseen".
+
+A subclass implements `_fit_encoded`, `_score_encoded` and `_explain_encoded` on the checked
+sequences (`vocab_` is set before `_fit_encoded`), and `_own_state` / `_set_own_state` for its
+arrays. One that sets its own label-free threshold in `_fit_encoded` does so with
+`set_threshold(value, rule)`.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
 from normalcy.core.detector import Detector, expect_arrays
-from normalcy.core.errors import DataError
+from normalcy.core.errors import DataError, ModelFileError
+from normalcy.core.results import Explanation
 from normalcy.logs.sessions import count_matrix, encode
 
 
 @dataclass
-class Evidence:
-    """Why a group scored as it did: the events to blame, where they sit in the group's
-    sequence (positions), and readable reasons."""
+class Blame:
+    """Why one group scored as it did: the events to blame, where they sit in the group's
+    sequence (positions, which the CLI turns into file:line evidence) and readable reasons."""
 
     events: list[int] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
@@ -31,34 +39,58 @@ class Evidence:
 
 
 class SequenceDetector(Detector):
+    modality = "logs"
+    explains = True
+    # The fewest training groups (sessions or windows) the detector can learn anything from.
+    min_groups: ClassVar[int] = 1
+
     # --- public contract -----------------------------------------------------------------
     def fit(self, X, y=None) -> "SequenceDetector":
+        self._check_params()
         seqs = as_sequences(X)
+        if len(seqs) < self.min_groups:
+            raise DataError(f"{self.name} needs at least {self.min_groups} sessions or windows to learn from, "
+                            f"got {len(seqs)}")
         self.vocab_ = np.unique(np.concatenate(seqs))
-        self._fit_sequences(seqs)
+        self._fit_encoded(seqs)
         return self
 
-    def score(self, X) -> np.ndarray:
+    def decision_function(self, X) -> np.ndarray:
         self._check_fitted("vocab_")
-        return np.asarray(self._score_sequences(as_sequences(X)), dtype=np.float64)
+        return np.asarray(self._score_encoded(as_sequences(X)), dtype=np.float64)
 
-    def explain(self, X, max_events: int = 3) -> list[Evidence]:
-        """Per group, the events and positions that weigh most towards an anomaly."""
+    def explain(self, X, max_events: int = 3) -> Explanation:
+        """Per group: `parts` are the events ("E<id>", and "unseen"), `contributions` what each
+        added to the score where the detector can split it (larger = more to blame, None for
+        DeepLog), `evidence` the readable reasons (at most `max_events` events named)."""
+        return self.explain_blame(X, max_events)[0]
+
+    def explain_blame(self, X, max_events: int = 3) -> tuple[Explanation, list[Blame]]:
+        """`explain`, and per group the events and their positions in the sequence behind the
+        score (what `LogModel` turns into file:line evidence)."""
         self._check_fitted("vocab_")
-        return self._explain_sequences(as_sequences(X), max_events)
+        seqs = as_sequences(X)
+        contributions, blame = self._explain_encoded(seqs, max_events)
+        scores = np.asarray(self._score_encoded(seqs), dtype=np.float64)
+        return Explanation(scores, self.parts_, contributions, [b.reasons for b in blame]), blame
+
+    @property
+    def parts_(self) -> tuple[str, ...]:
+        self._check_fitted("vocab_")
+        return (*(f"E{e}" for e in self.vocab_), "unseen")
 
     # --- hooks ---------------------------------------------------------------------------
     @abstractmethod
-    def _fit_sequences(self, seqs: list[np.ndarray]) -> None:
-        """Learn from the training groups; may set `threshold_` (a threshold needing no labels)."""
+    def _fit_encoded(self, seqs: list[np.ndarray]) -> None:
+        """Learn from the training groups; may set a label-free threshold (`set_threshold`)."""
 
     @abstractmethod
-    def _score_sequences(self, seqs: list[np.ndarray]) -> np.ndarray:
+    def _score_encoded(self, seqs: list[np.ndarray]) -> np.ndarray:
         """One score per group."""
 
     @abstractmethod
-    def _explain_sequences(self, seqs: list[np.ndarray], max_events: int) -> list[Evidence]:
-        """One Evidence per group."""
+    def _explain_encoded(self, seqs: list[np.ndarray], max_events: int) -> tuple[np.ndarray | None, list[Blame]]:
+        """Per-event contributions (groups x (len(vocab_) + 1), or None) and one Blame per group."""
 
     @abstractmethod
     def _own_state(self) -> tuple[dict[str, np.ndarray], dict]:
@@ -89,23 +121,52 @@ class SequenceDetector(Detector):
 
     def _set_state(self, arrays, meta):
         expect_arrays(arrays, {"vocab": (None,)})
-        self.vocab_ = arrays["vocab"].astype(np.int64)
+        vocab = arrays["vocab"]
+        if vocab.dtype.kind not in "iu" or vocab.size == 0 or np.any(np.diff(vocab) <= 0):
+            raise ModelFileError("model state: the vocabulary must be a non-empty increasing array of integer "
+                                 "event ids")
+        self.vocab_ = vocab.astype(np.int64)
         self._set_own_state(arrays, meta)
+
+
+def check_number(owner: str, name: str, value, low: float, high: float, integer: bool = False,
+                 low_open: bool = False, high_open: bool = False) -> None:
+    """DataError unless `value` is a (whole, if `integer`) number in [low, high] (ends open
+    where asked); for `_check_params`."""
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    ok = (isinstance(value, kinds) and not isinstance(value, (bool, np.bool_)) and np.isfinite(value)
+          and (value > low if low_open else value >= low) and (value < high if high_open else value <= high))
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise DataError(f"{owner} {name} must be a {'whole ' if integer else ''}number in {interval}, got {value!r}")
 
 
 def as_sequences(X) -> list[np.ndarray]:
     """A list of non-empty integer event-id sequences, checked."""
-    if isinstance(X, np.ndarray) and X.ndim == 2:
-        X = list(X)
-    try:
-        seqs = [np.asarray(s, dtype=np.int64).reshape(-1) for s in X]
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"log detectors take a list of event-id sequences (lists of integers): {exc}") from None
+    if isinstance(X, (str, bytes)) or not hasattr(X, "__iter__"):
+        raise DataError(f"log detectors take a list of event-id sequences (lists of integers), got "
+                        f"{type(X).__name__}")
+    seqs = []
+    for i, s in enumerate(X):
+        if isinstance(s, (str, bytes)):
+            raise DataError(f"sequence {i} is text; a sequence is a list of integer event ids")
+        try:
+            a = np.asarray(s).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"sequence {i} is not a list of integer event ids: {exc}") from None
+        if a.size and a.dtype.kind not in "iu":
+            whole = a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all() \
+                and np.abs(a).max() < 2.0 ** 63
+            if not whole:
+                raise DataError(f"sequence {i} holds {a.dtype} values that are not whole event ids "
+                                f"(e.g. {a.reshape(-1)[0]!r})")
+        if a.dtype.kind == "u" and a.size and a.max() >= 2 ** 63:
+            raise DataError(f"sequence {i} holds an event id over the 64-bit range")
+        if a.size == 0:
+            raise DataError(f"sequence {i} is empty; every session or window needs at least one event")
+        seqs.append(a.astype(np.int64))
     if not seqs:
         raise DataError("no sequences given: a log detector needs at least one session or window")
-    empty = [i for i, s in enumerate(seqs) if s.size == 0]
-    if empty:
-        raise DataError(f"sequence {empty[0]} is empty; every session or window needs at least one event")
     return seqs
 
 

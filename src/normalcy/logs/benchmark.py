@@ -34,8 +34,9 @@ import numpy as np
 from normalcy.core import metrics
 from normalcy.core.benchmark import write_results
 from normalcy.core.errors import DataError
+from normalcy.core.holdout import fit_with_holdout
+from normalcy.core.registry import build, detectors, parameter_names
 from normalcy.core.threshold import FalseAlarmRate
-from normalcy.logs import DETECTORS
 from normalcy.logs.formats import FORMATS, read_logs
 from normalcy.logs.parser import LogParser
 from normalcy.logs.sessions import by_time
@@ -71,7 +72,9 @@ def run(root: str | Path, detectors: list[str], json_path: str | Path, threads: 
 
 
 def _make(name: str, threads: int):
-    return DETECTORS[name](threads=threads) if name == "deeplog" else DETECTORS[name]()
+    """A registered detector with its defaults, and `threads` where it takes them."""
+    takes = "threads" in parameter_names(detectors("logs")[name])
+    return build("logs", name, {"threads": threads} if takes else {})
 
 
 def evaluate_rules(name: str, dataset: str, train: list, test: list, y: np.ndarray, threads: int,
@@ -83,14 +86,12 @@ def evaluate_rules(name: str, dataset: str, train: list, test: list, y: np.ndarr
     start = time.perf_counter()
     detector = _make(name, threads).fit(train)
     fit_seconds = time.perf_counter() - start
-    out.append(_record(name, dataset, "own", detector.score(test), detector.threshold_, y, fit_seconds))
-    order = np.random.default_rng(seed).permutation(len(train))
-    n_held = int(round(HOLDOUT * len(train)))
+    out.append(_record(name, dataset, "own", detector.decision_function(test), detector.threshold_, y, fit_seconds))
     start = time.perf_counter()
-    detector = _make(name, threads).fit([train[i] for i in np.sort(order[n_held:])])
-    fit_seconds = time.perf_counter() - start
-    detector.calibrate([train[i] for i in np.sort(order[:n_held])], FalseAlarmRate(FPR))
-    out.append(_record(name, dataset, f"fpr:{FPR:g}", detector.score(test), detector.threshold_, y, fit_seconds))
+    detector = fit_with_holdout(_make(name, threads), train, FalseAlarmRate(FPR), HOLDOUT, seed, unit="groups")
+    fit_seconds = time.perf_counter() - start  # fitting and scoring the held-out part
+    out.append(_record(name, dataset, f"fpr:{FPR:g}", detector.decision_function(test), detector.threshold_, y,
+                       fit_seconds))
     return out
 
 

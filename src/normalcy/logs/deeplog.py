@@ -10,23 +10,41 @@ anomaly too. Groups are padded with a start token, so their first events are pre
 
 Training runs on distinct (window, next event) pairs weighted by how often each occurs,
 which is the same loss as on all pairs but much faster on repetitive logs. CPU only;
-`threads` sets torch's intra-op threads while fitting and scoring.
+`threads` caps torch's (and BLAS') threads while fitting and scoring.
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 import numpy as np
 
 from normalcy.core.detector import expect_arrays
 from normalcy.core.errors import DataError, ModelFileError
 from normalcy.core.progress import progress
-from normalcy.logs.base import Evidence, SequenceDetector
+from normalcy.core.threads import thread_limit
+from normalcy.logs.base import Blame, SequenceDetector, check_number
 from normalcy.logs.sessions import encode
 
 
 class DeepLog(SequenceDetector):
+    """DeepLog (Du et al. 2017): an LSTM predicts each next event from the last `window`; a
+    group's score is the worst rank its actual events got, an anomaly outside the top k.
+
+    Parameters:
+        window: events the LSTM reads to predict the next (10).
+        top_k: an event ranked among the k most likely is normal; the threshold is top_k + 1 (9).
+        hidden: LSTM units per layer (64).
+        layers: LSTM layers (2).
+        embedding: dimension of the event embedding (16).
+        epochs: passes over the training pairs (30).
+        batch_size: (window, next event) pairs per Adam step (256).
+        lr: Adam's learning rate (2e-3).
+        predict_end: also predict the end of a group, so one that stops early is anomalous (True).
+        threads: CPU threads for torch while fitting and scoring; None leaves torch's setting (1).
+        seed: seed of the initialisation and of the batch order (0).
+    """
+
+    name = "deeplog"
+
     def __init__(self, window: int = 10, top_k: int = 9, hidden: int = 64, layers: int = 2, embedding: int = 16,
                  epochs: int = 30, batch_size: int = 256, lr: float = 2e-3, predict_end: bool = True,
                  threads: int | None = 1, seed: int = 0):
@@ -61,18 +79,26 @@ class DeepLog(SequenceDetector):
         return (np.concatenate(inputs).astype(np.int64), np.concatenate(targets).astype(np.int64),
                 np.concatenate(owner))
 
-    def _fit_sequences(self, seqs):
+    def _check_params(self):
+        for name, high in (("window", 1000), ("top_k", 100_000), ("hidden", 4096), ("layers", 8),
+                           ("embedding", 4096), ("epochs", 100_000), ("batch_size", 1_000_000)):
+            check_number("DeepLog", name, getattr(self, name), 1, high, integer=True)
+        check_number("DeepLog", "lr", self.lr, 0.0, 10.0, low_open=True)
+        check_number("DeepLog", "seed", self.seed, 0, 2 ** 63 - 1, integer=True)
+        if self.threads is not None:
+            check_number("DeepLog", "threads", self.threads, 1, 4096, integer=True)
+        if not isinstance(self.predict_end, (bool, np.bool_)):
+            raise DataError(f"DeepLog predict_end must be true or false, got {self.predict_end!r}")
+
+    def _fit_encoded(self, seqs):
         import torch
 
-        if self.window < 1 or self.top_k < 1 or self.epochs < 1:
-            raise DataError(f"DeepLog: window, top_k and epochs must be >= 1, got {self.window}, {self.top_k}, "
-                            f"{self.epochs}")
         inputs, targets, _ = self._pairs(seqs)
         pairs, weights = np.unique(np.column_stack([inputs, targets]), axis=0, return_counts=True)
         x = torch.from_numpy(pairs[:, :-1])
         y = torch.from_numpy(pairs[:, -1])
         w = torch.from_numpy(weights.astype(np.float32))
-        with _threads(self.threads):
+        with thread_limit(self.threads):
             torch.manual_seed(self.seed)
             self.net_ = _Net(self._n_tokens(), self.embedding, self.hidden, self.layers)
             optimiser = torch.optim.Adam(self.net_.parameters(), lr=self.lr)
@@ -88,7 +114,7 @@ class DeepLog(SequenceDetector):
                     loss.backward()
                     optimiser.step()
             self.net_.eval()
-        self.threshold_ = float(self.top_k + 1)
+        self.set_threshold(float(self.top_k + 1), f"an event outside the top {self.top_k}")
 
     def _ranks(self, seqs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rank of each actual next token among the predictions (1 = best), per pair."""
@@ -99,7 +125,7 @@ class DeepLog(SequenceDetector):
         windows, inverse = np.unique(inputs, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         logits = []
-        with _threads(self.threads), torch.no_grad():
+        with thread_limit(self.threads), torch.no_grad():
             for start in range(0, len(windows), 4096):
                 logits.append(self.net_(torch.from_numpy(windows[start:start + 4096])).numpy())
         logits = np.concatenate(logits)[inverse]
@@ -108,11 +134,11 @@ class DeepLog(SequenceDetector):
         ranks[targets == len(self.vocab_)] = self._n_tokens()  # unseen events rank last
         return ranks, targets, owner
 
-    def _score_sequences(self, seqs):
+    def _score_encoded(self, seqs):
         ranks, _, owner = self._ranks(seqs)
         return np.maximum.reduceat(ranks, np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])).astype(np.float64)
 
-    def _explain_sequences(self, seqs, max_events):
+    def _explain_encoded(self, seqs, max_events):
         ranks, _, owner = self._ranks(seqs)
         out = []
         for g, seq in enumerate(seqs):
@@ -123,8 +149,9 @@ class DeepLog(SequenceDetector):
                        for p in positions[:max_events]]
             if len(missed) and missed[-1] == len(seq):
                 reasons.append(f"the group ended where normal groups go on (end ranked {int(r[-1])})")
-            out.append(Evidence(list(dict.fromkeys(int(seq[p]) for p in positions)), positions, reasons))
-        return out
+            out.append(Blame(list(dict.fromkeys(int(seq[p]) for p in positions)), positions, reasons))
+        # A rank is not a sum over events: no per-event contributions.
+        return None, out
 
     def _own_state(self):
         self._check_fitted("net_")
@@ -159,16 +186,3 @@ def _Net(n_tokens: int, embedding: int, hidden: int, layers: int):
             return self.out(h[:, -1])
 
     return Net()
-
-
-@contextmanager
-def _threads(n: int | None):
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

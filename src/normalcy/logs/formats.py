@@ -9,84 +9,248 @@ lose the rest of the file:
 - a line longer than `max_line_bytes` (64 KiB by default) is cut to that length and kept;
 - a line holding NUL bytes after the first 8 KiB is skipped;
 - a line that does not match the header format is kept, with the whole line as its content
-  and no time, level or component.
+  and no time, level or component;
+- a line whose time cannot be read is kept without a time; the first such line and its text
+  are reported.
 
 Each of these is counted in `ReadStats`, which the CLI prints as one line on stderr.
 
-Header formats are named regular expressions with the groups ``time``, ``level``,
-``component`` and ``content`` (any may be absent); `FORMATS` holds presets for loghub's
-layouts, and a custom one can be given as a regex with those group names.
+Header formats (`FORMATS`, docs/logs.md lists them) are regular expressions with the named
+groups ``time``, ``level``, ``component`` and ``content`` (any but content may be absent), or
+JSON lines. A custom format is a regex with those group names; its `time` group is read as
+epoch seconds, ISO 8601, or any layout of the presets (`TIME_LAYOUTS`).
+
+Times are seconds since 1970 in the log's own clock: a stamp with a UTC offset is converted to
+UTC, one without is taken as written. Syslog stamps (``Dec 10 06:55:46``) carry no year: a
+line takes the year given (`year`, the CLI's ``--year``), or else the latest year that does not
+put it after the file's modification time (for lines not from a file: after now), so a file
+written in January keeps its December lines in the year before.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import re
 import sys
+import time as clock
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from normalcy.core.errors import DataError
+from normalcy.logs.patterns import Pattern
 
 MAX_LINE_BYTES = 65536
 _SNIFF_BYTES = 8192
+EPOCH, ISO = "epoch", "iso"
+# Times outside years 1..9999 cannot be named or windowed: they count as unreadable.
+_TIME_RANGE = (datetime(1, 1, 2, tzinfo=timezone.utc).timestamp(), datetime(9999, 12, 30, tzinfo=timezone.utc).timestamp())
+
+# Every time layout a preset uses, tried in this order on a custom format's `time` group.
+TIME_LAYOUTS = (
+    EPOCH, ISO,
+    "%a %b %d %H:%M:%S %Y", "%a %b %d %H:%M:%S.%f %Y",  # Apache error log, ctime
+    "%d/%b/%Y:%H:%M:%S %z",                              # Apache / Nginx access log
+    "%Y/%m/%d %H:%M:%S",                                 # Nginx error log
+    "%Y-%m-%d %H:%M:%S,%f",                              # log4j (Hadoop, Zookeeper)
+    "%Y-%m-%d-%H.%M.%S.%f",                              # BGL
+    "%y%m%d %H%M%S",                                     # HDFS
+    "%b %d %H:%M:%S",                                    # syslog (no year)
+)
 
 
 @dataclass(frozen=True)
 class LogFormat:
-    """A header layout: a regex with named groups, and how its `time` group reads."""
+    """A header layout: a regex with named groups (or JSON lines), and how its `time` reads.
+
+    `time_layouts`: strptime layouts of the `time` group, or EPOCH (seconds since 1970) or ISO
+    (ISO 8601), tried in order; empty: the format has no time. `custom`: the regex came from a
+    user (or a model file), so it is matched within a time bound (`normalcy.logs.patterns`).
+    """
 
     name: str
-    pattern: str
-    # strptime format of the `time` group; "epoch" for seconds since 1970; None: no time.
-    time_format: str | None = None
+    pattern: str | None
+    time_layouts: tuple[str, ...] = ()
+    custom: bool = False
+    description: str = ""
 
     def __post_init__(self):
-        try:
+        if self.pattern is None:  # JSON lines
+            return
+        if self.custom:
+            regex = Pattern(self.pattern, "the log format")
+        else:
             regex = re.compile(self.pattern)
-        except re.error as exc:
-            raise DataError(f"log format {self.name!r}: not a valid regex: {exc}") from None
         if "content" not in regex.groupindex:
-            raise DataError(f"log format {self.name!r} needs a named group (?P<content>...)")
+            raise DataError(f"log format {self.pattern if self.custom else self.name!r} needs a named group "
+                            "(?P<content>...)")
         object.__setattr__(self, "_regex", regex)
 
-    def parse(self, line: str) -> tuple[float | None, str, str, str, bool]:
-        """(time, level, component, content, matched) of one line."""
-        m = self._regex.match(line)
+    def split(self, line: str, where: str = "a line") -> tuple[str | None, str, str, str, bool]:
+        """(time text, level, component, content, matched) of one line."""
+        if self.pattern is None:
+            return _split_json(line)
+        m = self._regex.match(line, where) if self.custom else self._regex.match(line)
         if m is None:
             return None, "", "", line, False
         groups = m.groupdict()
-        return (_parse_time(groups.get("time"), self.time_format), groups.get("level") or "",
+        return (groups.get("time") if self.time_layouts else None, groups.get("level") or "",
                 groups.get("component") or "", groups.get("content") or "", True)
 
 
+_SYSLOG = r"(?P<time>\w{3} +\d+ \d\d:\d\d:\d\d) [^ ]+ (?P<component>[^:\[ ]+)(?:\[\d+\])?: (?P<content>.*)"
+_ACCESS = r"\S+ \S+ \S+ \[(?P<time>[^\]]+)\] (?P<content>.*)"
 FORMATS: dict[str, LogFormat] = {f.name: f for f in (
-    LogFormat("raw", r"(?P<content>.*)"),
-    # loghub HDFS: 081109 203615 148 INFO dfs.DataNode$PacketResponder: content
+    LogFormat("raw", r"(?P<content>.*)", description="the whole line is content; no time"),
     LogFormat("hdfs", r"(?P<time>\d{6} \d{6}) +\d+ +(?P<level>\w+) +(?P<component>[^ ]+?): (?P<content>.*)",
-              "%y%m%d %H%M%S"),
-    # loghub BGL: label epoch date node datetime node type component level content
+              ("%y%m%d %H%M%S",), description="081109 203615 148 INFO dfs.DataNode$PacketResponder: ..."),
     LogFormat("bgl", r"[^ ]+ (?P<time>\d+) [^ ]+ [^ ]+ [^ ]+ [^ ]+ [^ ]+ (?P<component>[^ ]+) (?P<level>[^ ]+) ?"
-                     r"(?P<content>.*)", "epoch"),
-    # syslog (loghub OpenSSH, Linux): Dec 10 06:55:46 host component[pid]: content; no year in the
-    # stamp, so times are read in the year 1900 (only differences matter for windows).
-    LogFormat("syslog", r"(?P<time>\w{3} +\d+ \d\d:\d\d:\d\d) [^ ]+ (?P<component>[^:\[ ]+)(?:\[\d+\])?: "
-                        r"(?P<content>.*)", "%b %d %H:%M:%S"),
+                     r"(?P<content>.*)", (EPOCH,),
+              description="- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.50.675872 ... INFO ..."),
+    LogFormat("syslog", _SYSLOG, ("%b %d %H:%M:%S",),
+              description="Dec 10 06:55:46 host sshd[24200]: ... (no year in the stamp: see --year)"),
+    LogFormat("syslog-iso", r"(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?) [^ ]+ "
+                            r"(?P<component>[^:\[ ]+)(?:\[\d+\])?: (?P<content>.*)", (ISO,),
+              description="2023-12-10T06:55:46.123456+01:00 host sshd[24200]: ... (rsyslog, RFC 3339 stamps)"),
+    LogFormat("apache-access", _ACCESS, ("%d/%b/%Y:%H:%M:%S %z",),
+              description='1.2.3.4 - frank [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.0" 200 2326 ... '
+                          "(common and combined log format; also Nginx's default)"),
+    LogFormat("apache-error", r"\[(?P<time>\w{3} \w{3} +\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)? \d{4})\] "
+                              r"\[(?:(?P<component>[^:\]\s]+):)?(?P<level>\w+)\] ?(?P<content>.*)",
+              ("%a %b %d %H:%M:%S %Y", "%a %b %d %H:%M:%S.%f %Y"),
+              description="[Sun Dec 04 04:47:44 2005] [error] ... (Apache 2.2 and 2.4 [module:level])"),
+    LogFormat("nginx-error", r"(?P<time>\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[(?P<level>\w+)\] "
+                             r"(?P<component>\d+#\d+): (?P<content>.*)", ("%Y/%m/%d %H:%M:%S",),
+              description="2023/10/11 14:32:52 [error] 1234#5678: *1 open() ..."),
+    LogFormat("jsonl", None, TIME_LAYOUTS, description='one JSON object per line: "message" (or msg, log) is the '
+                                                       'content; "time" (or timestamp, @timestamp, ts), "level", "logger"'),
 )}
-FORMATS["openssh"] = FORMATS["linux"] = FORMATS["syslog"]
+ALIASES = {"openssh": "syslog", "linux": "syslog", "nginx-access": "apache-access", "json": "jsonl"}
 
 
 def get_format(spec: str) -> LogFormat:
-    """A preset name (raw, hdfs, bgl, syslog, openssh, linux) or a regex with (?P<content>...)."""
-    if spec in FORMATS:
-        return FORMATS[spec]
+    """A preset name (FORMATS or ALIASES) or a regex with (?P<content>...)."""
+    if not isinstance(spec, str):
+        raise DataError(f"log format must be a preset name or a regex, got {type(spec).__name__}")
+    if spec in FORMATS or spec in ALIASES:
+        return FORMATS[ALIASES.get(spec, spec)]
     if "(?P<content>" not in spec:
-        raise DataError(f"unknown log format {spec!r}; expected one of {', '.join(sorted(FORMATS))} "
+        raise DataError(f"unknown log format {spec!r}; expected one of {', '.join(sorted([*FORMATS, *ALIASES]))} "
                         "or a regex with the named group (?P<content>...)")
-    return LogFormat("custom", spec, "epoch" if "(?P<time>" in spec else None)
+    return LogFormat("custom", spec, TIME_LAYOUTS if "(?P<time>" in spec else (), custom=True)
 
 
+# --- JSON lines ------------------------------------------------------------------------------
+_JSON_FIELDS = {"time": ("time", "timestamp", "@timestamp", "ts", "t"),
+                "level": ("level", "severity", "lvl", "loglevel"),
+                "component": ("logger", "component", "name", "module", "source"),
+                "content": ("message", "msg", "log", "text", "event")}
+
+
+def _split_json(line: str) -> tuple[str | None, str, str, str, bool]:
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        record = None
+    if not isinstance(record, dict):
+        return None, "", "", line, False
+    found = {key: next((record[n] for n in names if record.get(n) is not None), None)
+             for key, names in _JSON_FIELDS.items()}
+    if found["content"] is None:
+        return None, "", "", line, False
+    time = found["time"]
+    if isinstance(time, (int, float)) and not isinstance(time, bool):
+        # Numbers are epoch seconds, or milliseconds (pino, bunyan) when too large for seconds.
+        time = repr(time / 1000 if abs(time) > 1e11 else float(time))
+    text = {key: value if isinstance(value, str) else "" if value is None else json.dumps(value)
+            for key, value in found.items()}
+    return None if time is None else str(time), text["level"], text["component"], text["content"], True
+
+
+# --- times -----------------------------------------------------------------------------------
+def _yearless(layout: str) -> bool:
+    return layout not in (EPOCH, ISO) and "%Y" not in layout and "%y" not in layout
+
+
+class TimeReader:
+    """Reads the `time` texts of one source: the format's layouts, the year for stamps without
+    one (see the module doc), and a cache, since stamps repeat."""
+
+    def __init__(self, layouts: tuple[str, ...], year: int | None = None, reference: float | None = None):
+        self.layouts = layouts
+        self.year = year
+        self.reference = clock.time() if reference is None else reference
+        self.years: set[int] = set()
+        self._cache: dict[str, float | None] = {}
+        self._last = 0  # the layout that read the last time: tried first
+
+    def read(self, text: str | None) -> float | None:
+        if text is None:
+            return None
+        if text not in self._cache:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[text] = self._parse(text.strip())
+        return self._cache[text]
+
+    def _parse(self, text: str) -> float | None:
+        order = [self._last, *(i for i in range(len(self.layouts)) if i != self._last)]
+        for i in order:
+            value = self._one(text, self.layouts[i])
+            if value is not None and _TIME_RANGE[0] <= value <= _TIME_RANGE[1]:
+                self._last = i
+                return value
+        return None
+
+    def _one(self, text: str, layout: str) -> float | None:
+        try:
+            if layout == EPOCH:
+                value = float(text)
+                return value if math.isfinite(value) else None
+            if layout == ISO:
+                return _timestamp(datetime.fromisoformat(text))
+            if _yearless(layout):
+                return self._with_year(text, layout)
+            return _timestamp(datetime.strptime(text, layout))
+        except (ValueError, OverflowError):
+            return None
+
+    def _with_year(self, text: str, layout: str) -> float | None:
+        if self.year is not None:
+            self.years.add(self.year)
+            return _timestamp(datetime.strptime(f"{self.year} {text}", f"%Y {layout}"))
+        latest = self.reference + 86400  # a day's slack for clocks and time zones
+        start = datetime.fromtimestamp(self.reference, timezone.utc).year
+        for year in range(start, start - 8, -1):  # 8 years reach back past any February 29
+            try:
+                value = _timestamp(datetime.strptime(f"{year} {text}", f"%Y {layout}"))
+            except ValueError:
+                continue
+            if value <= latest:
+                self.years.add(year)
+                return value
+        return None
+
+
+def _timestamp(moment: datetime) -> float:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def time_name(seconds: float) -> str:
+    """A time as people read it, e.g. "2005-12-04 04:47:44" (milliseconds when it has them)."""
+    try:
+        moment = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=float(seconds))
+    except OverflowError:  # past year 9999: no calendar name
+        return f"{seconds:.0f} s after 1970"
+    return moment.strftime("%Y-%m-%d %H:%M:%S") + (f".{moment.microsecond // 1000:03d}" if moment.microsecond else "")
+
+
+# --- reading ---------------------------------------------------------------------------------
 @dataclass
 class ReadStats:
     lines: int = 0
@@ -94,6 +258,10 @@ class ReadStats:
     truncated: int = 0    # lines cut to max_line_bytes
     skipped_binary: int = 0
     unmatched: int = 0    # lines the header format did not match (whole line taken as content)
+    bad_times: int = 0    # lines whose time text could not be read
+    first_bad_time: str | None = None  # "source:line: 'text'" of the first of them
+    years: set[int] = field(default_factory=set)  # years given to stamps that carry none
+    year_given: bool = False
     sources: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -101,9 +269,13 @@ class ReadStats:
         for count, what in ((self.replaced, "had bytes that are not UTF-8 (replaced by U+FFFD)"),
                             (self.truncated, f"were longer than {MAX_LINE_BYTES} bytes (truncated)"),
                             (self.skipped_binary, "held NUL bytes (skipped)"),
-                            (self.unmatched, "did not match the header format (whole line used as content)")):
+                            (self.unmatched, "did not match the header format (whole line used as content)"),
+                            (self.bad_times, f"had a time that could not be read, first {self.first_bad_time}")):
             if count:
                 parts.append(f"{count} {what}")
+        if self.years:
+            how = "--year" if self.year_given else "the latest year not after the file's modification time; --year sets it"
+            parts.append(f"time stamps carry no year: read in {', '.join(map(str, sorted(self.years)))} ({how})")
         return "; ".join(parts)
 
 
@@ -123,42 +295,70 @@ class LogRecords:
     def __len__(self) -> int:
         return len(self.contents)
 
+    def add(self, fmt: LogFormat, times: TimeReader, text: str, line_no: int, source: str) -> None:
+        """Split one line and append it."""
+        where = f"{source}:{line_no}"
+        time_text, level, component, content, matched = fmt.split(text, where)
+        when = times.read(time_text)
+        stats = self.stats
+        stats.unmatched += not matched
+        if time_text is not None and when is None:
+            stats.bad_times += 1
+            if stats.first_bad_time is None:
+                stats.first_bad_time = f"{where}: {time_text[:100]!r}"
+        for column, value in ((self.times, when), (self.levels, level), (self.components, component),
+                              (self.contents, content), (self.raw, text), (self.line_no, line_no),
+                              (self.source, source)):
+            column.append(value)
 
-def read_logs(paths: Iterable[str | Path], fmt: LogFormat, max_line_bytes: int = MAX_LINE_BYTES) -> LogRecords:
-    """Read and split every line of the files (``-`` = stdin) in order."""
+
+def read_logs(paths: Iterable[str | Path], fmt: LogFormat, max_line_bytes: int = MAX_LINE_BYTES,
+              year: int | None = None) -> LogRecords:
+    """Read and split every line of the files (``-`` = stdin) in order; `year` for time stamps
+    that carry none (default: from each file's modification time, see the module doc)."""
+    _check_year(year)
     records = LogRecords()
+    records.stats.year_given = year is not None
     for path in paths:
         name = str(path)
         records.stats.sources.append(name)
+        times = TimeReader(fmt.time_layouts, year, None if name == "-" else _mtime(path))
         for line_no, text in iter_lines(path, records.stats, max_line_bytes):
-            time, level, component, content, matched = fmt.parse(text)
-            records.stats.unmatched += not matched
-            records.times.append(time)
-            records.levels.append(level)
-            records.components.append(component)
-            records.contents.append(content)
-            records.raw.append(text)
-            records.line_no.append(line_no)
-            records.source.append(name)
+            records.add(fmt, times, text, line_no, name)
+        records.stats.years |= times.years
     if not records.contents:
         raise DataError(f"no log lines in {', '.join(records.stats.sources) or '(no input)'}")
     return records
 
 
-def records_from_lines(lines: Iterable[str], fmt: LogFormat, name: str = "<lines>") -> LogRecords:
-    """Records from lines already in memory (tests, the Python API)."""
+def records_from_lines(lines: Iterable[str], fmt: LogFormat, name: str = "<lines>",
+                       year: int | None = None) -> LogRecords:
+    """Records from lines already in memory (tests, the Python API, a request to the server):
+    time stamps without a year take `year`, or else the latest year not after now."""
+    _check_year(year)
     records = LogRecords()
     records.stats.sources.append(name)
+    records.stats.year_given = year is not None
+    times = TimeReader(fmt.time_layouts, year)
     for i, line in enumerate(lines, 1):
-        line = line.rstrip("\r\n")
-        time, level, component, content, matched = fmt.parse(line)
+        if not isinstance(line, str):
+            raise DataError(f"{name}: line {i} is a {type(line).__name__}, not text")
         records.stats.lines += 1
-        records.stats.unmatched += not matched
-        for column, value in ((records.times, time), (records.levels, level), (records.components, component),
-                              (records.contents, content), (records.raw, line), (records.line_no, i),
-                              (records.source, name)):
-            column.append(value)
+        records.add(fmt, times, line.rstrip("\r\n"), i, name)
+    records.stats.years |= times.years
     return records
+
+
+def _check_year(year) -> None:
+    if year is not None and (isinstance(year, bool) or not isinstance(year, int) or not 1 <= year <= 9998):
+        raise DataError(f"year must be a whole number from 1 to 9998, got {year!r}")
+
+
+def _mtime(path: str | Path) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None  # iter_lines names the problem
 
 
 def iter_lines(path: str | Path, stats: ReadStats, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, str]]:
@@ -211,24 +411,3 @@ def _bounded_lines(fh, max_line_bytes: int, stats: ReadStats) -> Iterator[bytes]
                     break
             line = line[:max_line_bytes]
         yield line
-
-
-_time_cache: dict[tuple[str, str], float | None] = {}
-
-
-def _parse_time(text: str | None, time_format: str | None) -> float | None:
-    if text is None or time_format is None:
-        return None
-    key = (text, time_format)
-    if key not in _time_cache:
-        if len(_time_cache) > 100_000:
-            _time_cache.clear()
-        try:
-            if time_format == "epoch":
-                value = float(text)
-            else:
-                value = datetime.strptime(text, time_format).replace(tzinfo=timezone.utc).timestamp()
-        except ValueError:
-            value = None
-        _time_cache[key] = value
-    return _time_cache[key]

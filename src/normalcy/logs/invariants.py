@@ -18,26 +18,42 @@ from itertools import combinations
 import numpy as np
 
 from normalcy.core.detector import expect_arrays
-from normalcy.core.errors import DataError, ModelFileError
+from normalcy.core.errors import ModelFileError
 from normalcy.core.progress import progress
-from normalcy.logs.base import Evidence, SequenceDetector
+from normalcy.logs.base import Blame, SequenceDetector, check_number
 
 
 class InvariantsMining(SequenceDetector):
+    """Invariants Mining (Lou et al. 2010): integer linear relations among event counts that
+    normal groups keep; a group's score is the number it breaks, and one is an anomaly.
+
+    Parameters:
+        max_size: the most events one invariant relates, 1 to 5 (3).
+        support: share of training groups an invariant must hold in, in (0.5, 1] (0.98).
+        epsilon: eigenvalue below which the count covariance counts as invariant, > 0 (0.5).
+        max_coef: the largest integer coefficient of an invariant, >= 1 (10).
+    """
+
+    name = "invariants"
+    min_groups = 2  # with one group every relation holds
+
     def __init__(self, max_size: int = 3, support: float = 0.98, epsilon: float = 0.5, max_coef: int = 10):
         self.max_size = max_size
         self.support = support
         self.epsilon = epsilon
         self.max_coef = max_coef
 
-    def _fit_sequences(self, seqs):
-        if not (1 <= self.max_size <= 5 and 0.5 < self.support <= 1.0):
-            raise DataError(f"InvariantsMining: max_size must be 1..5 and support in (0.5, 1], got "
-                            f"{self.max_size}, {self.support}")
+    def _check_params(self):
+        check_number("InvariantsMining", "max_size", self.max_size, 1, 5, integer=True)
+        check_number("InvariantsMining", "support", self.support, 0.5, 1.0, low_open=True)
+        check_number("InvariantsMining", "epsilon", self.epsilon, 0.0, 1e6, low_open=True)
+        check_number("InvariantsMining", "max_coef", self.max_coef, 1, 1000, integer=True)
+
+    def _fit_encoded(self, seqs):
         counts = self._counts(seqs)
         rows, weights = np.unique(counts, axis=0, return_counts=True)
         self.invariants_ = self._search(rows, weights.astype(np.float64))
-        self.threshold_ = 1.0
+        self.set_threshold(1.0, "one broken invariant")
 
     def _search(self, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
         d = rows.shape[1]
@@ -83,7 +99,7 @@ class InvariantsMining(SequenceDetector):
         counts = self._counts(seqs)
         return np.abs(counts @ self.invariants_.T) > 1e-9
 
-    def _score_sequences(self, seqs):
+    def _score_encoded(self, seqs):
         self._check_fitted("invariants_")
         return self._violations(seqs).sum(axis=1).astype(np.float64)
 
@@ -103,15 +119,19 @@ class InvariantsMining(SequenceDetector):
         self._check_fitted("invariants_")
         return [self.describe(w) for w in self.invariants_]
 
-    def _explain_sequences(self, seqs, max_events):
+    def _explain_encoded(self, seqs, max_events):
+        self._check_fitted("invariants_")
         broken = self._violations(seqs)
+        # Each broken invariant adds 1 to the score, shared equally among its events.
+        members = (self.invariants_ != 0).astype(np.float64)
+        shares = members / np.maximum(members.sum(axis=1, keepdims=True), 1.0)
         out = []
         for seq, row in zip(seqs, broken):
             ws = self.invariants_[row]
             cols = sorted({int(c) for w in ws for c in np.flatnonzero(w)})
-            out.append(Evidence([self._event_name(c) for c in cols], self._positions_of(seq, cols),
-                                [f"breaks {self.describe(w)}" for w in ws[:max_events]]))
-        return out
+            out.append(Blame([self._event_name(c) for c in cols], self._positions_of(seq, cols),
+                             [f"breaks {self.describe(w)}" for w in ws[:max_events]]))
+        return broken.astype(np.float64) @ shares, out
 
     def _own_state(self):
         self._check_fitted("invariants_")

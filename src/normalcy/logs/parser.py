@@ -1,9 +1,11 @@
 """Template mining with Drain3: each log line's content becomes an event id.
 
-Masking runs first, with drain3's masking instructions, but per distinct token and cached:
-log tokens repeat so much that almost every token is masked once, which keeps the parser
-well above 20,000 lines/s. The masks (block ids, IPs, hex numbers, paths, numbers) therefore
-never span whitespace.
+Masking runs first, as drain3's masking instructions do (each mask's regex replaced by
+``<NAME>`` in turn), but per distinct token and cached: log tokens repeat so much that almost
+every token is masked once, which keeps the parser well above 20,000 lines/s. The masks (block
+ids, IPs, hex numbers, paths, numbers) therefore never span whitespace. Masks other than the
+default ones come from a user or a model file and run within a time bound
+(`normalcy.logs.patterns`); their names must be plain words.
 
 State: the clusters (id, template tokens, size) go to the model file as JSON and arrays;
 loading rebuilds Drain's prefix tree from them (drain3's own jsonpickle persistence is never
@@ -16,14 +18,15 @@ line that fits no known template.
 
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 import numpy as np
 from drain3.drain import Drain, LogCluster
-from drain3.masking import LogMasker, MaskingInstruction
 
 from normalcy.core.errors import DataError, ModelFileError
 from normalcy.core.progress import progress
+from normalcy.logs.patterns import Pattern
 
 UNSEEN = 0
 PARAM = "<*>"
@@ -41,6 +44,15 @@ MASKS: tuple[tuple[str, str], ...] = (
 _CACHE_LIMIT = 200_000
 
 
+def _mask(name: str, pattern: str):
+    """(regex, "<NAME>") of one mask: the defaults on `re`, any other time-bounded."""
+    if not (isinstance(name, str) and re.fullmatch(r"\w{1,40}", name)):
+        raise DataError(f"mask name {name!r} must be a word of at most 40 letters, digits or _")
+    if (name, pattern) in MASKS:
+        return re.compile(pattern), f"<{name}>"
+    return Pattern(pattern, f"mask {name}"), f"<{name}>"
+
+
 class LogParser:
     """Drain3 template mining with cached token masking; see the module doc."""
 
@@ -49,7 +61,7 @@ class LogParser:
         self.depth = depth
         self.max_children = max_children
         self.masks = tuple(tuple(m) for m in masks)
-        self._masker = LogMasker([MaskingInstruction(p, name) for name, p in self.masks], "<", ">")
+        self._masks = [_mask(name, pattern) for name, pattern in self.masks]
         self._token_cache: dict[str, str] = {}
         self._match_cache: dict[str, int] = {}
         self.drain = self._new_drain()
@@ -69,7 +81,10 @@ class LogParser:
             if masked is None:
                 if len(cache) > _CACHE_LIMIT:
                     cache.clear()
-                masked = cache[token] = self._masker.mask(token)
+                masked = token
+                for regex, replacement in self._masks:
+                    masked = regex.sub(replacement, masked)
+                cache[token] = masked
             out.append(masked)
         return " ".join(out)
 
@@ -126,14 +141,15 @@ class LogParser:
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict) -> "LogParser":
         try:
+            masks = meta["masks"]
+            if not (isinstance(masks, list) and all(isinstance(m, list) and len(m) == 2 for m in masks)):
+                raise ValueError("masks must be [name, regex] pairs")
             parser = cls(float(meta["sim_th"]), int(meta["depth"]), int(meta["max_children"]),
-                         [(str(n), str(p)) for n, p in meta["masks"]])
+                         [(str(n), str(p)) for n, p in masks])
             templates = meta["templates"]
             ids, sizes = arrays["parser.ids"], arrays["parser.sizes"]
-        except (KeyError, TypeError, ValueError, DataError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, DataError) as exc:
             raise ModelFileError(f"model state: the log parser's settings are missing or malformed ({exc})") from None
-        except Exception as exc:  # a mask that is not a valid regex
-            raise ModelFileError(f"model state: the log parser's masks are malformed ({exc})") from None
         if (ids.ndim != 1 or sizes.shape != ids.shape or not isinstance(templates, list) or len(templates) != len(ids)
                 or not all(isinstance(t, list) and all(isinstance(s, str) for s in t) for t in templates)
                 or len(set(ids.tolist())) != len(ids) or (len(ids) and ids.min() <= UNSEEN)):

@@ -11,18 +11,31 @@ from __future__ import annotations
 import numpy as np
 
 from normalcy.core.detector import expect_arrays
-from normalcy.core.errors import DataError, ModelFileError
-from normalcy.logs.base import Evidence, SequenceDetector, tfidf_weights
+from normalcy.core.errors import ModelFileError
+from normalcy.logs.base import Blame, SequenceDetector, check_number, tfidf_weights
 
 
 class PCA(SequenceDetector):
+    """PCA on TF-IDF weighted event counts (Xu et al. 2009): the score is a group's squared
+    distance from the principal subspace of normal groups, the threshold the Q-statistic.
+
+    Parameters:
+        variance: share of the training variance the principal subspace keeps, in (0, 1) (0.95).
+        c_alpha: the normal quantile of the Q-statistic's confidence, > 0 (3.2905: 99.95 %).
+    """
+
+    name = "pca"
+    min_groups = 2  # a covariance needs two groups
+
     def __init__(self, variance: float = 0.95, c_alpha: float = 3.2905):
         self.variance = variance
         self.c_alpha = c_alpha
 
-    def _fit_sequences(self, seqs):
-        if not 0.0 < self.variance < 1.0:
-            raise DataError(f"PCA: variance must be in (0, 1), got {self.variance}")
+    def _check_params(self):
+        check_number("PCA", "variance", self.variance, 0.0, 1.0, low_open=True, high_open=True)
+        check_number("PCA", "c_alpha", self.c_alpha, 0.0, 50.0, low_open=True)
+
+    def _fit_encoded(self, seqs):
         counts = self._counts(seqs)
         self.idf_ = tfidf_weights(counts, smooth=False)
         # The unseen column never varies in training; weight it like the rarest event.
@@ -36,10 +49,11 @@ class PCA(SequenceDetector):
         k = 0 if total <= 0 else int(np.searchsorted(np.cumsum(eigvals) / total, self.variance) + 1)
         k = min(k, counts.shape[1] - 1)
         self.components_ = eigvecs[:, :k].T
-        residual = eigvals[k:]
-        self.threshold_ = q_statistic(residual, self.c_alpha)
-        if self.threshold_ is None:  # no residual variance at all: anything off the training points
-            self.threshold_ = float(self._spe(weighted).max()) + 1e-9
+        threshold = q_statistic(eigvals[k:], self.c_alpha)
+        if threshold is not None and np.isfinite(threshold):
+            self.set_threshold(threshold, f"Q-statistic at c_alpha {self.c_alpha:g}")
+        else:  # no residual variance at all: anything off the training points
+            self.set_threshold(float(self._spe(weighted).max()) + 1e-9, "above every training group (no residual variance)")
 
     def _residual(self, weighted):
         centred = weighted - self.mean_
@@ -48,18 +62,20 @@ class PCA(SequenceDetector):
     def _spe(self, weighted):
         return (self._residual(weighted) ** 2).sum(axis=1)
 
-    def _score_sequences(self, seqs):
+    def _score_encoded(self, seqs):
+        self._check_fitted("components_")
         return self._spe(self._counts(seqs) * self.idf_)
 
-    def _explain_sequences(self, seqs, max_events):
+    def _explain_encoded(self, seqs, max_events):
         terms = self._residual(self._counts(seqs) * self.idf_)
         out = []
         for seq, row in zip(seqs, terms):
             # Events that occur more than the normal subspace expects are the ones to blame.
             cols = [int(c) for c in np.argsort(-row)[:max_events] if row[c] > 0]
-            out.append(Evidence([self._event_name(c) for c in cols], self._positions_of(seq, cols),
-                                [f"event {self._event_name(c)} residual {row[c]:.3g}" for c in cols]))
-        return out
+            out.append(Blame([self._event_name(c) for c in cols], self._positions_of(seq, cols),
+                             [f"event {self._event_name(c)} residual {row[c]:.3g}" for c in cols]))
+        # The squared residuals add up to the score, the squared prediction error.
+        return terms ** 2, out
 
     def _own_state(self):
         self._check_fitted("components_")

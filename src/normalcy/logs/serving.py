@@ -23,7 +23,7 @@ class LogCodec(Codec):
 
     def parameters(self) -> dict:
         model = self.detector
-        grouping = "identifier" if model.group_by else "window" if model.window else "line"
+        grouping = {"sessions": "identifier", "windows": "window", "lines": "line"}[model.unit]
         return {**super().parameters(), "log_detector": model.detector, "log_format": model.log_format,
                 "grouping": grouping}
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from normalcy.core import metrics
 from normalcy.core.benchmark import write_atomic
 from normalcy.core.errors import DataError
 from normalcy.logs.model import Analysis, LogModel
+from normalcy.logs.patterns import Pattern
 
 OUTPUT_FIELDS = ("group", "score", "label", "n_lines", "first_line", "evidence_lines", "evidence_templates",
                  "reasons")
@@ -28,12 +28,8 @@ def result_rows(model: LogModel, analysis: Analysis, max_lines: int = 10) -> lis
     rows = []
     for g, key in enumerate(analysis.groups.keys):
         idx = analysis.groups.lines[g]
-        ev = analysis.evidence[g]
+        ev = analysis.blame[g]
         blamed = [int(idx[p]) for p in ev.positions[:max_lines]]
-        templates = [model.parser_.template(e) if e >= 0 else "(unseen template)" for e in ev.events]
-        for i in blamed:  # an unseen template has no text of its own: show the line's masked content
-            if analysis.event_ids[i] == 0:
-                templates.append(f"(unseen) {model.parser_.mask(rec.contents[i])}")
         rows.append({
             "group": key,
             "score": float(analysis.scores[g]),
@@ -41,7 +37,7 @@ def result_rows(model: LogModel, analysis: Analysis, max_lines: int = 10) -> lis
             "n_lines": int(len(idx)),
             "first_line": f"{rec.source[idx[0]]}:{rec.line_no[idx[0]]}",
             "evidence_lines": [f"{rec.source[i]}:{rec.line_no[i]}" for i in blamed],
-            "evidence_templates": list(dict.fromkeys(templates)),
+            "evidence_templates": model.templates(rec, analysis.event_ids, idx, ev, max_lines),
             "reasons": ev.reasons,
         })
     return rows
@@ -82,11 +78,9 @@ def group_labels(analysis: Analysis, alert_regex: str | None = None, labels_file
     if (alert_regex is None) == (labels_file is None):
         raise DataError("evaluation needs exactly one of --alert-regex or --labels")
     if alert_regex is not None:
-        try:
-            regex = re.compile(alert_regex)
-        except re.error as exc:
-            raise DataError(f"--alert-regex {alert_regex!r} is not a valid regex: {exc}") from None
-        alert = np.array([regex.search(line) is not None for line in analysis.records.raw])
+        regex, rec = Pattern(alert_regex, "--alert-regex"), analysis.records
+        alert = np.array([regex.search(line, lambda: f"{rec.source[i]}:{rec.line_no[i]}") is not None
+                          for i, line in enumerate(rec.raw)])
         return np.array([int(alert[idx].any()) for idx in analysis.groups.lines])
     known = read_label_file(labels_file)
     missing = [k for k in analysis.groups.keys if k not in known]
@@ -114,14 +108,16 @@ def read_label_file(path: str | Path) -> dict[str, int]:
     return known
 
 
-def evaluate(analysis: Analysis, labels: np.ndarray) -> dict:
-    """Precision, recall, F1 at the model's threshold, plus AUROC and AUPRC where both classes occur."""
+def evaluate(model: LogModel, analysis: Analysis, labels: np.ndarray) -> dict:
+    """Precision, recall, F1 and the confusion counts at the model's threshold, plus AUROC,
+    AUPRC and best F1 where both classes occur."""
     if analysis.labels is None:
         raise DataError("the model has no threshold; refit it with --threshold")
-    result = metrics.binary_scores(labels, analysis.labels.astype(np.float64), 0.5)
+    result = {"detector": model.detector, "n_groups": int(len(labels)), "n_anomalies": int(labels.sum()),
+              "threshold": model.threshold_}
     if 0 < labels.sum() < len(labels):
-        result["auroc"] = metrics.auroc(labels, analysis.scores)
-        result["auprc"] = metrics.auprc(labels, analysis.scores)
-    result["n_groups"] = int(len(labels))
-    result["n_anomalous"] = int(labels.sum())
+        f1, f1_threshold = metrics.f1_max(labels, analysis.scores)
+        result.update(auroc=metrics.auroc(labels, analysis.scores), auprc=metrics.auprc(labels, analysis.scores),
+                      f1_max=f1, f1_max_threshold=f1_threshold)
+    result.update(metrics.binary_scores(labels, analysis.scores, model.threshold_))
     return result

@@ -12,12 +12,19 @@
 Every error is `{"error": "..."}` with a 4xx or 5xx status. Work per request (JSON parsing,
 decoding, scoring, encoding) runs in a thread pool of `workers` threads, so the event loop
 only moves bytes; torch, numpy and faiss release the GIL, so the threads use every core.
+Inference speaks JSON and the protocol's binary tensor data extension (`codec.split_body`).
+
+Without a token, a request must name this server in its `Host` header (its address, a
+loopback name on a loopback address, or a name given in `allow_hosts`): a web page whose name
+an attacker points at 127.0.0.1 (DNS rebinding) would otherwise reach the models from a
+browser on this machine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
 import re
@@ -36,17 +43,24 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                disable_created_metrics, generate_latest)
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from normalcy import __version__
 from normalcy.core.detector import Detector
 from normalcy.core.errors import DataError, ModelFileError
 from normalcy.core.modelfile import load
-from normalcy.serve.codec import Codec, Limits, RequestError, codec_for, parse_inputs
+from normalcy.core.threads import thread_limit
+from normalcy.serve.codec import (Codec, Limits, RequestError, codec_for, encode_response, parse_inputs,
+                                  requested_outputs, split_body)
 
 STATIC = Path(__file__).parent / "static"
 VERSION = "1"  # a model folder is one version of a model
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PROTECTED = ("/v2/models", "/v2/repository")
+SUFFIX = ".model"  # `normalcy serve tx.model` serves "tx"
+EXTENSIONS = ["model_repository", "binary_tensor_data"]
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+DISCONNECTED = 499  # nginx's status for a client that closed the connection before the reply
 MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?(/ready|/infer)?/?$")
 access_log = logging.getLogger("normalcy.serve.access")
 log = logging.getLogger("normalcy.serve")
@@ -71,11 +85,17 @@ class HTTPError(Exception):
         self.status = status
 
 
+def model_name(folder: Path | str) -> str:
+    """The name a folder is served under: its name without a `.model` suffix."""
+    name = Path(folder).resolve().name
+    return name[: -len(SUFFIX)] if name.endswith(SUFFIX) and len(name) > len(SUFFIX) else name
+
+
 def load_models(model_dirs: Sequence[Path | str | tuple[str, Path | str]], limits: Limits) -> dict[str, Model]:
-    """Load every model folder once; a name is its folder's name unless given as (name, dir)."""
+    """Load every model folder once; a name is `model_name(folder)` unless given as (name, dir)."""
     models: dict[str, Model] = {}
     for item in model_dirs:
-        name, path = (item[0], Path(item[1])) if isinstance(item, tuple) else (Path(item).resolve().name, Path(item))
+        name, path = (item[0], Path(item[1])) if isinstance(item, tuple) else (model_name(item), Path(item))
         if not NAME.match(name):
             raise DataError(f"model name {name!r} ({path}): use letters, digits, '.', '_' and '-' (at most 128), "
                             "or give one with --name NAME=DIR")
@@ -94,23 +114,21 @@ def load_models(model_dirs: Sequence[Path | str | tuple[str, Path | str]], limit
 
 
 def set_threads(n: int) -> None:
-    """Threads per scoring call, process-wide: torch, faiss (if loaded) and the BLAS pools."""
-    import sys
-
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(n)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(n)
-    if "faiss" in sys.modules:
-        sys.modules["faiss"].omp_set_num_threads(n)
+    """Threads per scoring call (torch, faiss, BLAS), for the rest of the process: the core's
+    limiter, entered and never left. A limit per call would change torch's process-wide setting
+    under concurrent requests."""
+    thread_limit(n).__enter__()
 
 
 def create_app(model_dirs: Sequence[Path | str | tuple[str, Path | str]], token: str | None = None,
-               limits: Limits = Limits(), workers: int = 2, threads: int | None = None) -> FastAPI:
+               limits: Limits = Limits(), workers: int = 2, threads: int | None = None,
+               allow_hosts: Sequence[str] = ()) -> FastAPI:
     """The app serving `model_dirs` (each a folder, or (name, folder)). `token`: when set,
     model and repository paths need `Authorization: Bearer <token>`. `workers`: scorings run
-    at once; `threads`: threads each scoring may use (None leaves the libraries' defaults)."""
+    at once; `threads`: threads each scoring may use (None leaves the libraries' defaults).
+    `allow_hosts`: names (NAME or NAME:PORT) besides its own address that requests may give as
+    `Host` when there is no token."""
+    allowed = parse_allowed_hosts(allow_hosts)
     models = load_models(model_dirs, limits)
     if threads is not None:
         set_threads(threads)
@@ -174,7 +192,7 @@ def create_app(model_dirs: Sequence[Path | str | tuple[str, Path | str]], token:
 
     @app.get("/v2")
     async def server_metadata():
-        return {"name": "normalcy", "version": __version__, "extensions": ["model_repository"]}
+        return {"name": "normalcy", "version": __version__, "extensions": EXTENSIONS}
 
     @app.post("/v2/repository/index")
     async def repository_index():
@@ -213,7 +231,11 @@ def create_app(model_dirs: Sequence[Path | str | tuple[str, Path | str]], token:
 
     async def run_infer(m: Model, request: Request) -> Response:
         nonlocal waiting
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise HTTPError(415, f"Content-Encoding {encoding!r} is not supported; send the body uncompressed")
         body = await read_body(request, limits.max_body_bytes)
+        header_length = request.headers.get("inference-header-content-length")
         deadline = time.monotonic() + limits.timeout_s
         if waiting >= limits.max_pending:
             raise HTTPError(503, f"server busy: {waiting} requests are waiting; try again later")
@@ -225,32 +247,31 @@ def create_app(model_dirs: Sequence[Path | str | tuple[str, Path | str]], token:
         finally:
             waiting -= 1
         loop = asyncio.get_running_loop()
-        future = pool.submit(work, m, body)
+        future = pool.submit(work, m, body, header_length)
         # The slot is freed when the work ends, not when a request gives up on it: a scoring
         # that outlives its timeout still holds a thread.
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(slots.release))
         try:
-            status, payload = await asyncio.wait_for(asyncio.wrap_future(future),
-                                                     timeout=max(deadline - time.monotonic(), 0.001))
+            status, payload, json_length = await asyncio.wait_for(
+                asyncio.wrap_future(future), timeout=max(deadline - time.monotonic(), 0.001))
         except TimeoutError:
             raise HTTPError(504, f"scoring took longer than {limits.timeout_s:g} s") from None
-        return Response(payload, status_code=status, media_type="application/json")
+        if json_length is None:
+            return Response(payload, status_code=status, media_type="application/json")
+        return Response(payload, status_code=status, media_type="application/octet-stream",
+                        headers={"Inference-Header-Content-Length": str(json_length)})
 
-    def work(m: Model, body: bytes) -> tuple[int, bytes]:
-        """Parse, decode, score and encode one request (in a worker thread)."""
+    def work(m: Model, body: bytes, header_length: str | None) -> tuple[int, bytes, int | None]:
+        """Parse, decode, score and encode one request (in a worker thread): the status, the
+        body and, when outputs go as binary data, the length of the body's JSON part."""
         try:
-            try:
-                request = json.loads(body, parse_constant=_no_constant)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise RequestError(f"the request body is not valid JSON: {exc}") from None
-            except RecursionError:
-                raise RequestError("the request body nests too deeply") from None
-            tensors = parse_inputs(request, m.codec.inputs, limits)
+            request, binary = split_body(body, header_length)
+            tensors = parse_inputs(request, m.codec.inputs, limits, binary)
             parameters = request.get("parameters") or {}
             if not isinstance(parameters, dict):
                 raise RequestError("'parameters' must be an object")
-            wanted = requested_outputs(request, m.codec)
-            if wanted is not None and "overlay" in wanted:
+            chosen = requested_outputs(request, m.codec.outputs)
+            if request.get("outputs") is not None and "overlay" in chosen:
                 parameters = {**parameters, "overlay": True}
             batch = m.codec.decode(tensors, parameters)
             if m.lock is None:
@@ -259,7 +280,7 @@ def create_app(model_dirs: Sequence[Path | str | tuple[str, Path | str]], token:
                 with m.lock:
                     outputs = m.codec.predict(batch, parameters)
         except DataError as exc:
-            return 400, json.dumps({"error": str(exc)}).encode()
+            return 400, json.dumps({"error": str(exc)}).encode(), None
         for o in outputs:
             if o.name == "score":
                 observe = scores.labels(m.name).observe
@@ -268,11 +289,11 @@ def create_app(model_dirs: Sequence[Path | str | tuple[str, Path | str]], token:
                         observe(v)
             elif o.name == "label":
                 flagged.labels(m.name).inc(int(np.count_nonzero(o.data)))
-        response = {"model_name": m.name, "model_version": VERSION,
-                    "outputs": [o.to_json() for o in outputs if wanted is None or o.name in wanted]}
+        header = {"model_name": m.name, "model_version": VERSION}
         if isinstance(request.get("id"), str):
-            response["id"] = request["id"]
-        return 200, json.dumps(response).encode()
+            header["id"] = request["id"]
+        payload, json_length = encode_response(header, outputs, chosen)
+        return 200, payload, json_length
 
     # --- operations and the page --------------------------------------------------------
     @app.get("/metrics")
@@ -288,28 +309,13 @@ def create_app(model_dirs: Sequence[Path | str | tuple[str, Path | str]], token:
 
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 
-    # Outermost: auth, then access log and metrics around everything (errors included).
+    # Outermost first: access log and metrics around everything (errors included), then the
+    # Host check (without a token), then auth.
     app.add_middleware(AuthMiddleware, token=token)
+    if token is None:
+        app.add_middleware(HostMiddleware, allowed=allowed)
     app.add_middleware(ObserveMiddleware, models=models, requests=requests, latency=latency, inflight=inflight)
     return app
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def requested_outputs(request: dict, codec: Codec) -> set[str] | None:
-    raw = request.get("outputs")
-    if raw is None:
-        return None
-    if not isinstance(raw, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in raw):
-        raise RequestError("'outputs' must be a list of objects with a 'name'")
-    known = {s.name for s in codec.outputs}
-    unknown = [o["name"] for o in raw if o["name"] not in known]
-    if unknown:
-        raise RequestError(f"unknown output(s) {', '.join(map(repr, unknown))}; this model gives "
-                           f"{', '.join(map(repr, known))}")
-    return {o["name"] for o in raw}
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -349,6 +355,72 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
 
+def parse_allowed_hosts(names: Sequence[str]) -> set[tuple[str, int | None]]:
+    """`--allow-host` values (NAME, NAME:PORT, [IPv6]:PORT) as (name, port or None for any)."""
+    allowed = set()
+    for text in names:
+        parsed = split_host(text)
+        if parsed is None or not parsed[0] or "/" in text or any(c.isspace() for c in text):
+            raise DataError(f"--allow-host takes a host name, NAME:PORT or [IPv6]:PORT, got {text!r}")
+        allowed.add(parsed)
+    return allowed
+
+
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """A Host header as (lower-case name, port or None); None when it is malformed."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:]
+    elif value.count(":") == 1:
+        name, _, port = value.partition(":")
+    else:
+        name, port = value, ""  # a bare IPv6 address has colons but no port
+    if port and not (port.isascii() and port.isdigit()):
+        return None
+    return name.rstrip("."), int(port) if port else None
+
+
+class HostMiddleware:
+    """Refuses (400) requests whose Host header is neither this server's address with its port,
+    a loopback name with its port (on a loopback address), nor an allowed name."""
+
+    def __init__(self, app, allowed: set[tuple[str, int | None]]):
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            given = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if not self.accepts(given, scope):
+                response = JSONResponse({"error": f"Host {given!r} is not this server's address: requests must "
+                                         "name it (a page on another site may point its name here); list the "
+                                         "names clients use with --allow-host NAME"}, status_code=400)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def accepts(self, given: str, scope) -> bool:
+        parsed = split_host(given)
+        if parsed is None:
+            return False
+        name, port = parsed
+        if port is None:
+            port = 443 if scope.get("scheme") == "https" else 80
+        if (name, None) in self.allowed or (name, port) in self.allowed:
+            return True
+        server = scope.get("server")
+        if not server or server[1] != port:
+            return False
+        address = server[0].lower()
+        try:
+            loopback = ipaddress.ip_address(address).is_loopback
+        except ValueError:
+            loopback = False
+        return name == address or (loopback and name in LOOPBACK_NAMES)
+
+
 class ObserveMiddleware:
     """One JSON access-log line and the request metrics per HTTP request."""
 
@@ -372,6 +444,9 @@ class ObserveMiddleware:
         self.inflight.inc()
         try:
             await self.app(scope, receive, send_status)
+        except ClientDisconnect:
+            # The client went away before its body was read: no reply to send, nothing broken.
+            status = DISCONNECTED
         finally:
             self.inflight.dec()
             elapsed = time.perf_counter() - start

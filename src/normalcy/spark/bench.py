@@ -25,7 +25,7 @@ import pandas as pd
 from normalcy.core.benchmark import write_results
 from normalcy.core.threshold import FalseAlarmRate
 from normalcy.spark.groups import DEFAULT_DETECTOR, fit_group, fit_per_group
-from normalcy.spark.score import limit_threads
+from normalcy.core.threads import thread_limit
 from normalcy.spark.score import score as spark_score
 
 COLUMNS = ["job", "runner", "detector", "items", "unit", "seconds", "per_second", "vs_local_1", "errors"]
@@ -41,7 +41,6 @@ def run(json_path, rows: int, series: int, points: int, scaling_series: int, wor
     work = Path(work) if work else Path(tempfile.mkdtemp(prefix="normalcy-spark-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
-    limit_threads(1)
     table, model = _table_data(work, rows, table_detector)
     records = []
 
@@ -51,7 +50,8 @@ def run(json_path, rows: int, series: int, points: int, scaling_series: int, wor
             on_record(record)
 
     start = time.perf_counter()
-    _score_in_process(model, table, work / "scored-single", batch_rows)
+    with thread_limit(1):  # as each Spark worker: one BLAS/OpenMP thread
+        _score_in_process(model, table, work / "scored-single", batch_rows)
     add(_record("table score", "single process", table_detector, rows, "rows", time.perf_counter() - start))
     for cores in (1, 2):
         seconds = _spark_job(cores, batch_rows, table, lambda spark: spark_score(
@@ -85,8 +85,9 @@ def _fit_per_group_jobs(work: Path, series: int, points: int, subset: int, batch
     # history = the series length: on 2,000-reading series the same scores as the default 8,000,
     # with a quarter of the buffer to shift at each reading.
     params = {"history": points}
-    index = pd.concat([fit_group("key", "t", ["v"], str(work / "models-single"), DEFAULT_DETECTOR, params, "fpr:0.01", 0.2, g)
-                       for _, g in frame.groupby("key")])
+    with thread_limit(1):
+        index = pd.concat([fit_group("key", "t", ["v"], str(work / "models-single"), DEFAULT_DETECTOR, params,
+                                     "fpr:0.01", 0.2, g) for _, g in frame.groupby("key")])
     add(_record("fit per group", "single process", DEFAULT_DETECTOR, subset, "series",
                 time.perf_counter() - start, int((index.status != "ok").sum())))
     for cores, n in ((1, subset), (2, subset), (2, series)):
@@ -148,7 +149,7 @@ def _score_in_process(model: Path, table: Path, out: Path, batch_rows: int) -> N
     try:
         for batch in pq.ParquetFile(table).iter_batches(batch_size=batch_rows):
             frame = batch.to_pandas()
-            prediction = Prediction.from_scores(detector.score(frame), detector.threshold_)
+            prediction = Prediction.from_scores(detector.decision_function(frame), detector.threshold_)
             result = pa.Table.from_pandas(frame.assign(score=prediction.scores, label=prediction.labels),
                                           preserve_index=False)
             writer = writer or pq.ParquetWriter(out / "part-0.parquet", result.schema)
@@ -163,7 +164,7 @@ def _table_data(work: Path, rows: int, detector_name: str) -> tuple[Path, Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from normalcy.tabular import DETECTORS
+    from normalcy.core.registry import build
 
     rng = np.random.default_rng(0)
     table, model = work / "table.parquet", work / f"{detector_name}.model"
@@ -176,7 +177,7 @@ def _table_data(work: Path, rows: int, detector_name: str) -> tuple[Path, Path]:
         writer.close()
         os.replace(work / ".table.tmp", table)
     fitting = _table_rows(np.random.default_rng(1), 110_000)
-    detector = DETECTORS[detector_name]().fit(fitting.iloc[:100_000])
+    detector = build("tabular", detector_name).fit(fitting.iloc[:100_000])
     detector.calibrate(fitting.iloc[100_000:], FalseAlarmRate(0.01)).save(model)
     return table, model
 

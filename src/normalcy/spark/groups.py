@@ -5,15 +5,16 @@ Layout of a per-group output folder (a path every executor can write, e.g. an NF
 local disk in local mode):
 
     MODELS/
-      index.parquet            key, folder, status (ok | failed), error, n_points, threshold, seconds
+      index.parquet            key, folder, status (ok | failed), error, warning, n_points, threshold, seconds
       <safe name>-<hash>/      an ordinary model folder per key that fitted (manifest.json, arrays)
 
 Folder names are the key with anything but letters, digits, '.', '_' and '-' replaced, cut to 60
 characters, plus a hash of the key, so every key gets its own folder whatever its characters.
 A group that fails (too few readings, non-numeric values, a detector error) gets a row with
-status ``failed`` and the error; the job and the other groups go on. Rows inside a group reach a
-worker in no particular order after the shuffle, so a time column (timestamps or any sortable
-number) puts them back in order.
+status ``failed`` and the error; the job and the other groups go on. A group's warnings (a
+threshold from few held-out readings, a constant variable) go in its row, not on a worker's
+stderr once per group. Rows inside a group reach a worker in no particular order after the
+shuffle, so a time column (timestamps or any sortable number) puts them back in order.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,16 +43,15 @@ def fit_per_group(df, key: str, time_col: str, value_cols: list[str], output: st
     """Fit `detector` on each key's series (its `value_cols`, ordered by `time_col`), set its
     threshold as `normalcy ts fit` does from the last `holdout` of the readings, and save it under
     `output`. Returns the index (one row per key), also written to `output`/index.parquet."""
-    from normalcy.timeseries import DETECTORS
+    from normalcy.core.registry import build
 
-    if detector not in DETECTORS:
-        raise DataError(f"unknown detector {detector!r}; expected one of {', '.join(DETECTORS)}")
+    build("timeseries", detector, params)  # an unknown detector or parameter fails here, not once per group
     parse_threshold(threshold)  # a bad spec fails here, not once per group
     _check_columns(df.schema, key, time_col, value_cols)
     output = Path(output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     key_type = df.schema[key].dataType.simpleString()
-    schema = (f"`{key}` {key_type}, folder string, status string, error string, n_points long, "
+    schema = (f"`{key}` {key_type}, folder string, status string, error string, warning string, n_points long, "
               "threshold double, seconds double")
     value_cols, where, params = list(value_cols), str(output), params or {}
 
@@ -117,15 +118,19 @@ def fit_group(key, time_col, value_cols, output, detector, params, threshold, ho
     value = frame[key].iloc[0]
     folder = folder_name(value)
     start = time.perf_counter()
-    row = {key: [value], "folder": [folder], "status": ["ok"], "error": [None], "n_points": [len(frame)],
-           "threshold": [None]}
-    try:
-        series = group_series(frame, time_col, value_cols)
-        model = fit_model(series, detector, parse_threshold(threshold), holdout, params)
-        model.save(Path(output) / folder)
-        row["threshold"] = [model.threshold_]
-    except Exception as exc:  # one group's failure is that group's record, not the job's end
-        row.update(status=["failed"], error=[f"{type(exc).__name__}: {exc}"], folder=[None])
+    row = {key: [value], "folder": [folder], "status": ["ok"], "error": [None], "warning": [None],
+           "n_points": [len(frame)], "threshold": [None]}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            series = group_series(frame, time_col, value_cols)
+            model = fit_model(series, detector, parse_threshold(threshold), holdout, params)
+            model.save(Path(output) / folder)
+            row["threshold"] = [model.threshold_]
+        except Exception as exc:  # one group's failure is that group's record, not the job's end
+            row.update(status=["failed"], error=[f"{type(exc).__name__}: {exc}"], folder=[None])
+    if caught:
+        row["warning"] = ["; ".join(dict.fromkeys(str(w.message) for w in caught))]
     row["seconds"] = [time.perf_counter() - start]
     return pd.DataFrame(row)
 
@@ -141,7 +146,7 @@ def _score_group(key, time_col, value_cols, models, folders, failures, frame):
         model = TimeSeriesDetector.load(Path(models) / folders[str(value)])
         ordered = frame.sort_values(time_col, kind="stable")
         series = group_series(ordered, time_col, model.columns_)
-        prediction = model.predict(series)
+        prediction = model.detect(series)
     except Exception as exc:  # reported in the group's row; the other groups go on
         failed = {key: [value], time_col: [None], **{c: [np.nan] for c in value_cols}, "score": [np.nan],
                   "label": [None], "status": ["failed"], "error": [f"{type(exc).__name__}: {exc}"]}

@@ -32,6 +32,7 @@ from normalcy.core.detector import Detector
 from normalcy.core.errors import DataError
 from normalcy.core.modelfile import load, read_manifest
 from normalcy.core.results import Prediction
+from normalcy.core.threads import thread_limit
 
 OUTPUT_COLUMNS = ("score", "label")
 IMAGE_BATCH = 32  # images decoded and scored together inside one Arrow batch
@@ -60,20 +61,19 @@ def score(df, model_dir: str | Path, column: str | None = None, ship: bool = Tru
     return df.mapInPandas(partial(_score_batches, where, ship, digest, kind, column, threads), schema)
 
 
-def modality(detector: Detector) -> str:
-    """Which reader scores this detector's rows: table, events, image or text."""
-    from normalcy.tabular.base import TabularDetector
+SCORED = ("tabular", "events", "image", "text")  # the modalities whose items are independent rows
 
-    if isinstance(detector, TabularDetector):
-        return "table"
-    module = type(detector).__module__
-    for kind in ("events", "image", "text"):
-        if module.startswith(f"normalcy.{kind}."):
-            return kind
-    if module.startswith("normalcy.timeseries."):
+
+def modality(detector: Detector) -> str:
+    """Which reader scores this detector's rows: its modality, one of SCORED."""
+    kind = detector.modality
+    if kind == "timeseries":
         raise DataError(f"{type(detector).__name__} is a time-series model: it scores whole series in time "
                         "order, not independent rows; use normalcy.spark.score_per_group")
-    raise DataError(f"{type(detector).__name__} models cannot be scored on Spark yet")
+    if kind not in SCORED:
+        raise DataError(f"{type(detector).__name__} models ({kind}) cannot be scored on Spark yet; "
+                        f"Spark scores {', '.join(SCORED)} models")
+    return kind
 
 
 def check_schema(schema, detector: Detector, kind: str, column: str | None) -> str | None:
@@ -92,7 +92,7 @@ def check_schema(schema, detector: Detector, kind: str, column: str | None) -> s
         if not isinstance(types[name], allowed):
             raise DataError(f"input column {name!r} has type {types[name].simpleString()}; the model expects {what}")
 
-    if kind == "table":
+    if kind == "tabular":
         for name, numeric in zip(detector.encoder_.columns_, (k == "numeric" for k in detector.encoder_.kinds_)):
             if numeric:
                 need(name, (NumericType,), "numbers")
@@ -138,26 +138,11 @@ def worker_model(where: str, shipped: bool, digest: str, threads: int) -> Detect
             path = SparkFiles.get(where)
         else:
             path = where
-        limit_threads(threads)
         detector = load(path)
-        for attribute in ("num_threads", "threads"):  # image and text detectors run torch
-            if threads and hasattr(detector, attribute):
-                setattr(detector, attribute, threads)
+        if threads and "threads" in detector.get_params():  # image and text detectors run torch
+            detector.set_params(threads=threads)
         _MODELS[key] = detector
     return _MODELS[key]
-
-
-def limit_threads(threads: int) -> None:
-    """Cap BLAS and OpenMP threads for the rest of this worker process."""
-    if not threads:
-        return
-    from threadpoolctl import threadpool_limits
-
-    try:
-        import faiss  # noqa: F401  (loaded first, so that its OpenMP runtime is capped too)
-    except ImportError:
-        pass
-    threadpool_limits(limits=threads)
 
 
 def _score_batches(where, shipped, digest, kind, column, threads, batches):
@@ -165,28 +150,31 @@ def _score_batches(where, shipped, digest, kind, column, threads, batches):
     for frame in batches:
         if len(frame) == 0:
             continue
-        prediction = Prediction.from_scores(_SCORERS[kind](detector, frame, column), detector.threshold_)
+        # Spark runs one worker per core: each scores with `threads` BLAS/OpenMP threads.
+        with thread_limit(threads or None):
+            scores = _SCORERS[kind](detector, frame, column)
+        prediction = Prediction.from_scores(scores, detector.threshold_)
         yield frame.assign(score=prediction.scores, label=prediction.labels)
 
 
 def _score_table(detector, frame, column):
-    return detector.score(frame)
+    return detector.decision_function(frame)
 
 
 def _score_events(detector, frame, column):
-    return detector.score_frame(frame, "Spark batch")
+    return detector.decision_frame(frame, "Spark batch")
 
 
 def _score_text(detector, frame, column):
     texts = frame[column]
     if texts.isna().any():
         raise DataError(f"column {column!r} has a missing text at batch row {int(np.flatnonzero(texts.isna())[0])}")
-    return detector.score(texts.tolist())
+    return detector.decision_function(texts.tolist())
 
 
 def _score_image(detector, frame, column):
     items = frame[column].tolist()
-    scores = [detector.score([_image(item) for item in items[i : i + IMAGE_BATCH]])
+    scores = [detector.decision_function([_image(item) for item in items[i : i + IMAGE_BATCH]])
               for i in range(0, len(items), IMAGE_BATCH)]
     return np.concatenate(scores)
 
@@ -202,4 +190,4 @@ def _image(item) -> np.ndarray:
     return decode_image(bytes(item), "binary image cell")
 
 
-_SCORERS = {"table": _score_table, "events": _score_events, "text": _score_text, "image": _score_image}
+_SCORERS = {"tabular": _score_table, "events": _score_events, "text": _score_text, "image": _score_image}

@@ -49,11 +49,28 @@ ARRAY_PREFIX = "adapter."
 
 
 class Adapter(TabularDetector):
+    """A scikit-learn or PyOD outlier detector on the encoded table (see the module notes).
+
+    It has no registry name (an estimator object cannot be named on the command line): use it
+    from Python, and load its model files like any other.
+
+    Parameters
+    ----------
+    estimator : estimator, default None
+        An unfitted PyOD detector, or a scikit-learn outlier detector with `score_samples`
+        (IsolationForest, LocalOutlierFactor(novelty=True), OneClassSVM, EllipticEnvelope). A
+        clone of it is fitted; it is required to fit (None only in a loaded model's shell).
+    """
+
     def __init__(self, estimator=None):
         self.estimator = estimator
 
+    def _check_params(self):
+        if self.estimator is not None and not callable(getattr(self.estimator, "fit", None)):
+            raise DataError(f"Adapter: estimator must be a scikit-learn or PyOD detector, got {self.estimator!r:.80}")
+
     # --- fit and score -------------------------------------------------------------------
-    def _fit_matrix(self, Z):
+    def _fit_encoded(self, Z):
         if self.estimator is None:
             raise DataError("Adapter needs an estimator, e.g. Adapter(sklearn.svm.OneClassSVM())")
         _score_method(self.estimator)  # fails early, before a long fit, if it cannot score new rows
@@ -62,9 +79,14 @@ class Adapter(TabularDetector):
             estimator.fit(Z)
         except ValueError as exc:
             raise DataError(f"{type(estimator).__name__}: {exc}") from exc
+        if _class_path(type(estimator)) in SAVEABLE:
+            # C order, as a reloaded model's arrays have it, so both score by the same path.
+            for key, value in vars(estimator).items():
+                if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+                    setattr(estimator, key, np.ascontiguousarray(value))
         self.estimator_ = estimator
 
-    def _score_matrix(self, Z):
+    def _score_encoded(self, Z):
         self._check_fitted("estimator_")
         scores = np.asarray(_score_method(self.estimator_)(Z), dtype=np.float64).reshape(-1)
         if _is_pyod(self.estimator_):
@@ -82,7 +104,7 @@ class Adapter(TabularDetector):
         shell.estimator = None
         return modelfile.save(shell, path)
 
-    def _matrix_state(self):
+    def _own_state(self):
         return self._estimator_state()
 
     def _estimator_state(self) -> tuple[dict[str, np.ndarray], dict]:
@@ -114,7 +136,7 @@ class Adapter(TabularDetector):
                 "library": _library(name), "library_version": _library_version(name)}
         return arrays, meta
 
-    def _set_matrix_state(self, arrays, meta, n_features):
+    def _set_own_state(self, arrays, meta, n_features):
         name = meta.get("class")
         if name not in SAVEABLE:
             raise ModelFileError(f"model state names estimator {name!r}, which is not one normalcy restores; "

@@ -146,17 +146,19 @@ def run(root: str | Path, detectors: list[str], json_path: str | Path, max_rows:
 
 
 def _factories(detectors: list[str], libraries: tuple[str, ...]) -> dict:
-    from normalcy.tabular import DETECTORS
+    from normalcy.core.registry import detector_class
     from normalcy.tabular.adapter import Adapter
 
     unknown = [lib for lib in libraries if lib not in LIBRARIES]
     if unknown or not libraries:
         raise DataError(f"unknown librar(ies) {', '.join(unknown) or '(none)'}; expected some of {', '.join(LIBRARIES)}")
+    if not detectors:
+        raise DataError("no detectors to benchmark")
     factories = {}
     pyod = pyod_detectors() if "pyod" in libraries else {}
     for name in detectors:
         if "normalcy" in libraries:
-            factories["normalcy", name] = DETECTORS[name]
+            factories["normalcy", name] = detector_class("tabular", name)
         if name in pyod:
             factories["pyod", name] = lambda make=pyod[name]: Adapter(make())
     return factories
@@ -166,7 +168,7 @@ def _warm_up(factories: dict) -> None:
     rng = np.random.default_rng(0)
     tiny = rng.normal(size=(64, 3))
     for make in factories.values():
-        make().fit(tiny).score(tiny)
+        make().fit(tiny).decision_function(tiny)
 
 
 def _measure(make, fit_X: np.ndarray, scored_X: np.ndarray, scored_y: np.ndarray) -> dict:
@@ -175,7 +177,7 @@ def _measure(make, fit_X: np.ndarray, scored_X: np.ndarray, scored_y: np.ndarray
         detector = make().fit(fit_X)
         fit_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        scores = detector.score(scored_X)
+        scores = detector.decision_function(scored_X)
         score_seconds = time.perf_counter() - start
         if not np.isfinite(scores).all():
             raise ValueError(f"{int(np.sum(~np.isfinite(scores)))} non-finite scores")

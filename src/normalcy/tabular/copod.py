@@ -23,6 +23,18 @@ from normalcy.tabular.ecod import EmpiricalTails
 
 
 class COPOD(EmpiricalTails):
+    """COPOD: per column -log tail probabilities of the empirical copula.
+
+    Parameters
+    ----------
+    variant : {"pyod", "paper"}, default "pyod"
+        "pyod": per column the larger of the skewness-chosen term and the mean of the left
+        and right terms, summed (PyOD's COPOD). "paper": Algorithm 1, the largest of the three
+        sums (then it scores as ECOD's paper form does).
+    """
+
+    name = "copod"
+
     def _combine(self, left, right, skewed):
         if self.variant == "paper":
             return self._best_sum([left, right, skewed])

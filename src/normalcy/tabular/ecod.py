@@ -22,6 +22,7 @@ value beyond the training range gets a finite score.
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 
 import numpy as np
@@ -43,17 +44,23 @@ class EmpiricalTails(TabularDetector):
     def __init__(self, variant: str = "pyod"):
         self.variant = variant
 
-    def _fit_matrix(self, Z):
-        self._check_variant(DataError)
+    def _check_params(self):
+        if self.variant not in VARIANTS:
+            raise DataError(f"{type(self).__name__}: variant must be one of {', '.join(VARIANTS)}, "
+                            f"got {self.variant!r}")
+
+    def _fit_encoded(self, Z):
         self.sorted_ = np.sort(Z, axis=0)
-        with np.errstate(all="ignore"):
-            # A constant column has no skewness (NaN); 0 treats it as symmetric.
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            # A constant column has no skewness (NaN, and scipy warns of precision loss); 0
+            # treats it as symmetric.
+            warnings.simplefilter("ignore", RuntimeWarning)
             self.skewness_ = np.nan_to_num(skew(Z, axis=0), nan=0.0)
 
-    def _score_matrix(self, Z):
-        return self._explain_matrix(Z).sum(axis=1)
+    def _score_encoded(self, Z):
+        return self._explain_encoded(Z).sum(axis=1)
 
-    def _explain_matrix(self, Z):
+    def _explain_encoded(self, Z):
         return self._combine(*self._tails(Z))
 
     @abstractmethod
@@ -87,16 +94,11 @@ class EmpiricalTails(TabularDetector):
         best = stacked.sum(axis=2).argmax(axis=0)
         return stacked[best, np.arange(stacked.shape[1])]
 
-    def _check_variant(self, error: type[Exception]) -> None:
-        if self.variant not in VARIANTS:
-            raise error(f"{type(self).__name__}: variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
-
-    def _matrix_state(self):
+    def _own_state(self):
         self._check_fitted("sorted_")
         return {"ecdf.sorted": self.sorted_, "ecdf.skewness": self.skewness_}, {}
 
-    def _set_matrix_state(self, arrays, meta, n_features):
-        self._check_variant(ModelFileError)
+    def _set_own_state(self, arrays, meta, n_features):
         expect_arrays(arrays, {"ecdf.sorted": (None, n_features), "ecdf.skewness": (n_features,)})
         if len(arrays["ecdf.sorted"]) == 0 or np.any(np.diff(arrays["ecdf.sorted"], axis=0) < 0):
             raise ModelFileError("model state: the ECDF's training values are empty or not sorted")
@@ -104,6 +106,17 @@ class EmpiricalTails(TabularDetector):
 
 
 class ECOD(EmpiricalTails):
+    """ECOD: per column -log tail probabilities from the training rows' empirical CDFs.
+
+    Parameters
+    ----------
+    variant : {"pyod", "paper"}, default "pyod"
+        "pyod": per column the largest of the left, right and skewness-chosen terms, summed
+        (PyOD's ECOD). "paper": the paper's Algorithm 1, the largest of the three sums.
+    """
+
+    name = "ecod"
+
     def _combine(self, left, right, skewed):
         if self.variant == "paper":
             return self._best_sum([left, right, skewed])

@@ -8,6 +8,8 @@ ordinary rows, towards 1 for anomalies (scikit-learn's `score_samples` negated).
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from sklearn.ensemble import IsolationForest as SkIsolationForest
 
@@ -19,6 +21,23 @@ ROWS_PER_BLOCK = 4096  # rows walked through every tree at once: bounds an n x t
 
 
 class IsolationForest(TabularDetector):
+    """Isolation forest: rows that random splits isolate quickly are anomalous.
+
+    Parameters
+    ----------
+    n_estimators : int, default 100
+        Number of trees.
+    max_samples : int, float or "auto", default "auto"
+        Rows drawn for each tree: a count, a fraction of the training rows, or "auto"
+        (min(256, rows)), as in scikit-learn.
+    max_features : float, default 1.0
+        Fraction of the columns each tree may split on.
+    seed : int, default 0
+        Seed of the trees' random draws.
+    """
+
+    name = "iforest"
+
     def __init__(self, n_estimators: int = 100, max_samples: int | float | str = "auto",
                  max_features: float = 1.0, seed: int = 0):
         self.n_estimators = n_estimators
@@ -26,7 +45,25 @@ class IsolationForest(TabularDetector):
         self.max_features = max_features
         self.seed = seed
 
-    def _fit_matrix(self, Z):
+    def _check_params(self):
+        def integer(v):
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+        def fraction(v):
+            return isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v <= 1
+
+        if not (integer(self.n_estimators) and self.n_estimators >= 1):
+            raise DataError(f"IsolationForest: n_estimators must be a positive integer, got {self.n_estimators!r}")
+        if not (self.max_samples == "auto" or (integer(self.max_samples) and self.max_samples >= 1)
+                or (not integer(self.max_samples) and fraction(self.max_samples))):
+            raise DataError(f"IsolationForest: max_samples must be \"auto\", a positive integer or a fraction in "
+                            f"(0, 1], got {self.max_samples!r}")
+        if not fraction(self.max_features):
+            raise DataError(f"IsolationForest: max_features must be a fraction in (0, 1], got {self.max_features!r}")
+        if not (integer(self.seed) and 0 <= self.seed < 2**32):
+            raise DataError(f"IsolationForest: seed must be an integer in [0, 2**32), got {self.seed!r}")
+
+    def _fit_encoded(self, Z):
         try:
             forest = SkIsolationForest(n_estimators=self.n_estimators, max_samples=self.max_samples,
                                        max_features=self.max_features, random_state=self.seed).fit(Z)
@@ -51,7 +88,7 @@ class IsolationForest(TabularDetector):
         self.roots_ = np.asarray(starts[:-1], dtype=np.int64)
         self.max_samples_ = int(forest.max_samples_)
 
-    def _score_matrix(self, Z):
+    def _score_encoded(self, Z):
         self._check_fitted("roots_")
         # scikit-learn splits on float32 values compared with float64 thresholds: do the same.
         Z = Z.astype(np.float32).astype(np.float64)
@@ -75,14 +112,14 @@ class IsolationForest(TabularDetector):
         path = depth + average_path_length(self.node_size_[node])
         return 2.0 ** (-path.mean(axis=1) / max(average_path_length(np.array([self.max_samples_]))[0], 1e-12))
 
-    def _matrix_state(self):
+    def _own_state(self):
         self._check_fitted("roots_")
         arrays = {"forest.left": self.left_, "forest.right": self.right_, "forest.feature": self.feature_,
                   "forest.threshold": self.threshold_split_, "forest.node_size": self.node_size_,
                   "forest.roots": self.roots_}
         return arrays, {"max_samples": self.max_samples_}
 
-    def _set_matrix_state(self, arrays, meta, n_features):
+    def _set_own_state(self, arrays, meta, n_features):
         expect_arrays(arrays, {k: (None,) for k in ("forest.left", "forest.right", "forest.feature",
                                                      "forest.threshold", "forest.node_size", "forest.roots")})
         n_nodes = len(arrays["forest.left"])

@@ -1,6 +1,10 @@
 """Serving table detectors: one input per fitted column, named as the column, all shape [n]:
 numeric columns FP64 (or FP32, INT32, INT64), categorical columns BYTES. Outputs `score` FP64
-[n] and `label` BOOL [n] (with a threshold)."""
+[n] and `label` BOOL [n] (with a threshold).
+
+Every fitted column is a required input (the request is refused naming the missing ones, as
+for a table file). A missing value is sent in the column: `null` in a numeric input, an
+empty string in a categorical one, as an empty cell in a CSV file."""
 
 from __future__ import annotations
 
@@ -38,10 +42,14 @@ class TableCodec(Codec):
         self.outputs = self.score_outputs()
 
     def decode(self, tensors, parameters) -> pd.DataFrame:
-        return frame_from(tensors, self.detector.columns)
+        frame = frame_from(tensors, self.detector.columns)
+        categorical = [c for c, kind in zip(self.detector.encoder_.columns_, self.detector.encoder_.kinds_)
+                       if kind != NUMERIC]
+        # An empty string is an empty cell: a missing value, as when reading a CSV file.
+        return frame.assign(**{c: frame[c].where(frame[c] != "", None) for c in categorical})
 
     def predict(self, frame, parameters):
-        return self.scored(self.detector.score(frame))
+        return self.scored(self.detector.decision_function(frame))
 
 
 CODECS = {TabularDetector: TableCodec}

@@ -12,41 +12,30 @@ import numpy as np
 import pandas as pd
 
 from normalcy.core import metrics
+from normalcy.core.benchmark import current_umask
 from normalcy.core.errors import DataError
-from normalcy.core.threshold import F1Optimal, Fixed, ThresholdStrategy
-from normalcy.tabular import DETECTORS
+from normalcy.core.holdout import fit_with_holdout
+from normalcy.core.registry import build
+from normalcy.core.threshold import ThresholdStrategy
 from normalcy.tabular.base import TabularDetector
-from normalcy.tabular.data import output_format, read_table, write_table
+from normalcy.tabular.data import check_strict, output_format, read_table, row_of, write_table
 
 OUTPUT_COLUMNS = ("score", "label")
 
 
-def fit_model(data, model: str, threshold: ThresholdStrategy, holdout: float = 0.1,
-              drop: list[str] | None = None, seed: int = 0) -> TabularDetector:
-    """Fit on the rows of `data` less a random `holdout` fraction, whose scores set the threshold:
-    scores of rows a detector was fitted on are optimistically low, so they would set it too low.
-    A fixed threshold needs no holdout: then every row is fitted."""
-    if model not in DETECTORS:
-        raise DataError(f"unknown model {model!r}; expected one of {', '.join(DETECTORS)}")
-    if isinstance(threshold, F1Optimal):
-        raise DataError("threshold f1 needs labelled anomalies; tables are fitted on normal rows: use fpr:RATE or fixed:VALUE")
-    if not 0.0 <= holdout < 1.0:
-        raise DataError(f"holdout must be in [0, 1), got {holdout}")
+def fit_model(data, detector: TabularDetector | str, threshold: ThresholdStrategy, holdout: float = 0.1,
+              drop: list[str] | None = None, seed: int = 0, strict: bool = False) -> TabularDetector:
+    """Fit `detector` (or a new one of that registry name) on the rows of `data` less a random
+    `holdout` fraction, whose scores set the threshold (`normalcy.core.holdout.fit_with_holdout`);
+    a fixed threshold fits every row. With `strict`, a column of numbers holding a text cell is
+    an error instead of a warning."""
+    if isinstance(detector, str):
+        detector = build("tabular", detector)
     frame, name = read_table(data)
     frame = drop_columns(frame, drop, name)
-    detector = DETECTORS[model]()
-    n_held = int(round(holdout * len(frame)))
-    if isinstance(threshold, Fixed):
-        detector.fit(frame)
-        detector.threshold_ = threshold.compute()
-        return detector
-    if not 0 < n_held < len(frame):
-        raise DataError(f"threshold {threshold.spec()} needs held-out rows and rows to fit: {name} has "
-                        f"{len(frame)} rows, a holdout of {holdout} holds out {n_held}; change --holdout "
-                        "or use a fixed threshold")
-    order = np.random.default_rng(seed).permutation(len(frame))
-    detector.fit(frame.iloc[np.sort(order[n_held:])])
-    return detector.calibrate(frame.iloc[np.sort(order[:n_held])], threshold)
+    if strict:
+        check_strict(frame, name)
+    return fit_with_holdout(detector, frame, threshold, holdout, seed, unit="rows", name=name)
 
 
 def score_to_file(detector: TabularDetector, data, out: str | Path, explain: bool = False) -> pd.DataFrame:
@@ -61,21 +50,27 @@ def score_to_file(detector: TabularDetector, data, out: str | Path, explain: boo
     taken = [c for c in added if c in frame.columns]
     if taken:
         raise DataError(f"{name} already has column(s) {', '.join(taken)}; rename them before scoring")
-    prediction = detector.predict(frame)
-    result = frame.assign(score=prediction.scores, label=prediction.labels)
     if explain:
-        result["top_column"] = detector.explain(frame).idxmax(axis=1).to_numpy()
+        explanation = detector.explain(frame)
+        scores = explanation.scores
+    else:
+        scores = detector.decision_function(frame)
+    result = frame.assign(score=scores, label=(scores >= detector.threshold_).astype(np.int8))
+    if explain:
+        result["top_column"] = [top[0] for top in explanation.top(1)]
     write_table_atomic(result, out)
     return result
 
 
 def write_table_atomic(frame: pd.DataFrame, out: Path) -> None:
-    """Write `frame` to `out` (.csv, .tsv or .parquet) through a temporary sibling file."""
+    """Write `frame` to `out` (.csv, .tsv or .parquet) through a temporary sibling file; the
+    file gets the mode the umask gives new files (mkstemp alone would make it 0600)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
     os.close(fd)
     try:
         write_table(frame, Path(tmp))
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -102,15 +97,24 @@ def evaluate(detector: TabularDetector, data, label_column: str) -> dict:
         raise DataError(f"{name}: no label column {label_column!r}; columns are {', '.join(frame.columns)}")
     labels = _labels(frame[label_column], label_column, name)
     start = time.perf_counter()
-    scores = detector.score(frame.drop(columns=[label_column]))
+    scores = detector.decision_function(frame.drop(columns=[label_column]))
     seconds = time.perf_counter() - start
+    return metrics_report(labels, scores, detector.threshold_, len(frame), seconds)
+
+
+def metrics_report(labels: np.ndarray, scores: np.ndarray, threshold: float | None, n_items: int,
+                   seconds: float) -> dict:
+    """The evaluate figures of tables and text, under the same names: AUROC, AUPRC, the best
+    F1 and its threshold, precision, recall, F1 and false-positive rate at `threshold` (None
+    without one), the items, anomalies, seconds and items per second."""
     f1_best, f1_threshold = metrics.f1_max(labels, scores)
     result = {"auroc": metrics.auroc(labels, scores), "auprc": metrics.auprc(labels, scores),
-              "f1_max": f1_best, "f1_max_threshold": f1_threshold, "threshold": detector.threshold_,
+              "f1_max": f1_best, "f1_max_threshold": f1_threshold, "threshold": threshold,
               "precision": None, "recall": None, "f1": None, "fpr": None,
-              "n_rows": len(frame), "n_anomalies": int(labels.sum()), "seconds": seconds}
-    if detector.threshold_ is not None:
-        at = metrics.binary_scores(labels, scores, detector.threshold_)
+              "n_items": n_items, "n_anomalies": int(labels.sum()), "seconds": seconds,
+              "items_per_second": n_items / max(seconds, 1e-9)}
+    if threshold is not None:
+        at = metrics.binary_scores(labels, scores, threshold)
         result.update({k: at[k] for k in ("precision", "recall", "f1", "fpr")})
     return result
 
@@ -123,8 +127,8 @@ def _labels(series: pd.Series, column: str, name: str) -> np.ndarray:
         values = pd.to_numeric(series, errors="coerce")
         bad = values.isna() | ~values.isin([0, 1])
         if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            value = series.iloc[row]
+            position = np.flatnonzero(bad.to_numpy())[0]
+            row, value = row_of(series, position), series.iloc[position]
             value = value.item() if isinstance(value, np.generic) else value
             raise DataError(f"{name}: label column {column!r} must hold 0 (normal) or 1 (anomaly), "
                             f"got {value!r} at row {row}")

@@ -1,19 +1,15 @@
 """Text: a score per text from a sentence embedding (all-MiniLM-L6-v2, offline) and a table
 detector on top (kNN by default), with the nearest training text as evidence.
 
-Names are imported on first use, so reading texts (and refusing bad input) does not wait
-for torch to import.
+Importing this registers the text detector (`normalcy.core.registry`) without importing
+torch: torch loads when a model is first used, so reading texts and refusing bad input do
+not wait for it.
 """
 
-import importlib
+from normalcy.text.data import read_texts
+from normalcy.text.detector import TextDetector
+from normalcy.text.embedding import BertEmbedder, Embedder, get_embedder, minilm
 
-_WHERE = {"read_texts": "data", "TextDetector": "detector", "BertEmbedder": "embedding", "Embedder": "embedding",
-          "get_embedder": "embedding", "minilm": "embedding"}
+DEFAULT = "embedding"  # the one text detector; its `model` parameter picks the table detector on top
 
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module 'normalcy.text' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"normalcy.text.{_WHERE[name]}"), name)
+__all__ = ["BertEmbedder", "DEFAULT", "Embedder", "TextDetector", "get_embedder", "minilm", "read_texts"]

@@ -62,11 +62,11 @@ def read_bgl(path: str | Path, fields: str = "message") -> tuple[list[str], np.n
 
 def run(data: str | Path, detectors: list[str], json_path: str | Path, train_fraction: float = 0.5,
         threads: int = 1, fields: str = "message") -> tuple[Path, Path, list[dict]]:
-    from normalcy.tabular import DETECTORS
+    from normalcy.core.registry import detector_class
 
-    unknown = [d for d in detectors if d not in DETECTORS]
-    if unknown or not detectors:
-        raise DataError(f"unknown model(s) {', '.join(unknown) or '(none)'}; expected some of {', '.join(DETECTORS)}")
+    if not detectors:
+        raise DataError("no detectors to benchmark")
+    classes = {name: detector_class("tabular", name) for name in detectors}  # unknown names fail here
     if not 0.0 < train_fraction < 1.0:
         raise DataError(f"train fraction must be in (0, 1), got {train_fraction}")
     texts, labels = read_bgl(data, fields)
@@ -93,9 +93,9 @@ def run(data: str | Path, detectors: list[str], json_path: str | Path, train_fra
     for name in detectors:
         _say(f"{name} on the embeddings ...")
         options = {"n_neighbors": N_NEIGHBORS} if name == "knn" else {}
-        detector = DETECTORS[name](**options)
+        detector = classes[name](**options)
         start = time.perf_counter()
-        detector.fit_matrix(E_train)
+        detector.fit_matrix(E_train, unit="texts")
         fit_seconds = time.perf_counter() - start
         start = time.perf_counter()
         scores = detector.score_matrix(E_test)

@@ -9,6 +9,7 @@ line up with inputs; `fit` skips them (they say nothing about normal content).
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from pathlib import Path
@@ -72,6 +73,14 @@ def _table(text: str, path: Path, sep: str) -> list[dict]:
     import pandas as pd
 
     try:
+        header = next(csv.reader(io.StringIO(text), delimiter=sep), [])
+    except csv.Error:
+        header = []  # pandas says what is wrong with the file
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:  # pandas would rename the second one "name.1"
+        raise DataError(f"{path}: the header names column(s) {', '.join(map(repr, repeated))} more than once; "
+                        "rename them")
+    try:
         frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
     except (ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"cannot read {path} as a table: {exc}") from exc
@@ -87,6 +96,8 @@ def _jsonl(text: str, path: Path) -> list[dict]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}, line {number}: not JSON ({exc.msg})") from None
+        except RecursionError:
+            raise DataError(f"{path}, line {number}: JSON nested too deeply to read") from None
         if not isinstance(record, dict):
             raise DataError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
         records.append(record)

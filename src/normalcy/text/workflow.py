@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from normalcy.core import metrics
 from normalcy.core.benchmark import write_atomic
 from normalcy.core.errors import DataError
-from normalcy.core.threshold import F1Optimal, Fixed, ThresholdStrategy
+from normalcy.core.holdout import fit_with_holdout
+from normalcy.core.threshold import ThresholdStrategy
+from normalcy.tabular.workflow import metrics_report
 from normalcy.text.data import read_texts
 from normalcy.text.detector import TextDetector
 
@@ -20,37 +21,24 @@ OUTPUT_SUFFIXES = (".csv", ".jsonl")
 
 
 def fit_model(texts: list[str], detector: TextDetector, threshold: ThresholdStrategy, holdout: float = 0.1,
-              seed: int = 0) -> TextDetector:
-    """Fit on the texts less a random `holdout` fraction, whose scores set the threshold (the
-    scores of fitted texts are optimistically low). A fixed threshold needs no holdout."""
-    if isinstance(threshold, F1Optimal):
-        raise DataError("threshold f1 needs labelled anomalies; text models are fitted on normal texts: "
-                        "use fpr:RATE or fixed:VALUE")
-    if isinstance(threshold, Fixed):
-        detector.fit(texts)
-        detector.threshold_ = threshold.compute()
-        return detector
-    if not 0.0 < holdout < 1.0:
-        raise DataError(f"holdout must be in (0, 1) for threshold {threshold.spec()}, got {holdout}")
-    n_held = int(round(holdout * len(texts)))
-    if not 0 < n_held < len(texts):
-        raise DataError(f"threshold {threshold.spec()} needs held-out texts and texts to fit: {len(texts)} texts "
-                        f"with a holdout of {holdout} hold out {n_held}; add texts or use a fixed threshold")
-    order = np.random.default_rng(seed).permutation(len(texts))
-    detector.fit([texts[i] for i in np.sort(order[n_held:])])
-    return detector.calibrate([texts[i] for i in np.sort(order[:n_held])], threshold)
+              seed: int = 0, name: str = "the texts") -> TextDetector:
+    """Fit on the texts less a random `holdout` fraction, whose scores set the threshold
+    (`normalcy.core.holdout.fit_with_holdout`); a fixed threshold fits every text."""
+    return fit_with_holdout(detector, texts, threshold, holdout, seed, unit="texts", name=name)
 
 
 def score_to_file(detector: TextDetector, texts: list[str], out: str | Path) -> dict:
-    """One record per text, in order: text, score, label and (kNN) nearest, the closest
-    training text; written as .csv or .jsonl through a temporary file."""
+    """One record per text, in order: text, score, label and, for kNN models, `nearest` (the
+    closest training text) and `nearest_weak` (1 when that text is too far to explain
+    anything); written as .csv or .jsonl through a temporary file."""
     out = check_output(out)
     threshold = detector._require_threshold()
-    scores, nearest = detector.score_with_evidence(texts)
-    labels = (scores >= threshold).astype(int)
-    columns = {"text": texts, "score": scores, "label": labels}
-    if nearest is not None:
-        columns["nearest"] = nearest
+    explanation = detector.explain(texts)
+    labels = (explanation.scores >= threshold).astype(int)
+    columns = {"text": texts, "score": explanation.scores, "label": labels}
+    if explanation.evidence is not None:
+        columns["nearest"] = [evidence[0] for evidence in explanation.evidence]
+        columns["nearest_weak"] = [int(len(evidence) > 1) for evidence in explanation.evidence]
     if out.suffix.lower() == ".csv":
         import pandas as pd
 
@@ -72,14 +60,12 @@ def check_output(out: str | Path) -> Path:
 
 def evaluate(detector: TextDetector, data: str | Path, column: str, label_column: str,
              errors: str = "strict") -> dict:
-    """AUROC and AUPRC of the scores, and precision, recall and F1 at the model's threshold."""
+    """The figures `normalcy table evaluate` gives, under the same names
+    (`normalcy.tabular.workflow.metrics_report`), for labelled texts."""
     texts, labels = read_texts(data, column, label_column, errors)
+    if labels.min() == labels.max():
+        raise DataError(f"{data}: label column {label_column!r} holds only "
+                        f"{'anomalies (1)' if labels[0] else 'normal texts (0)'}; evaluation needs both")
     start = time.perf_counter()
-    scores = detector.score(texts)
-    seconds = time.perf_counter() - start
-    result = {"n": len(texts), "n_anomalies": int(labels.sum()), "auroc": metrics.auroc(labels, scores),
-              "auprc": metrics.auprc(labels, scores), "lines_per_second": len(texts) / max(seconds, 1e-9)}
-    if detector.threshold_ is not None:
-        at = metrics.binary_scores(labels, scores, detector.threshold_)
-        result.update({k: at[k] for k in ("precision", "recall", "f1", "fpr")}, threshold=detector.threshold_)
-    return result
+    scores = detector.decision_function(texts)
+    return metrics_report(np.asarray(labels), scores, detector.threshold_, len(texts), time.perf_counter() - start)

@@ -36,10 +36,10 @@ def run(root: str | Path, detectors: list[str], json_path: str | Path,
 
 
 def evaluate_detector(name: str, corpus, params: dict) -> dict:
-    from normalcy.timeseries import DETECTORS
+    from normalcy.core.registry import detector_class, parameter_names
 
-    cls = DETECTORS[name]
-    accepted = cls._get_param_names()
+    cls = detector_class("timeseries", name)
+    accepted = parameter_names(cls)
     runs, seconds = [], 0.0
     print(f"benchmark: {name} on {len(corpus)} NAB files ...", file=sys.stderr, flush=True)
     for f in progress(corpus, desc=name, unit="file"):

@@ -14,6 +14,9 @@ The policy, applied in this order (docs/timeseries.md repeats it for users):
   forward, which uses only the past; leading gaps take the first reading. ``"error"`` refuses.
 - non-numeric values, an all-missing column, an unknown column or an empty series: an error
   naming the column (and a bad value).
+- infinite values, and finite ones beyond MAX_READING (1e30) in magnitude: an error naming the column and
+  row. Detectors square and sum differences of readings and forecast in single precision;
+  within this bound none of it can overflow, so a detector's state and scores stay finite.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ from normalcy.core.errors import DataError
 
 TIME_NAMES = ("timestamp", "time", "date", "datetime")
 DUPLICATES = ("error", "first", "last", "mean")
+# The largest reading magnitude accepted (see the module docstring): far beyond any measured
+# quantity, far enough inside float64 that squares of sums of differences stay finite, and
+# inside float32 (3.4e38), in which LightGBM holds its training targets.
+MAX_READING = 1e30
+READING_RULE = (f"readings must be finite numbers between {-MAX_READING:g} and {MAX_READING:g} "
+                "(a missing value is empty or NaN)")
 MISSING = ("ffill", "error")
 
 
@@ -80,6 +89,7 @@ def as_series(X) -> TimeSeries:
     """A TimeSeries from anything a detector accepts: a TimeSeries, an n or n x d array, a
     DataFrame, Series or Arrow table (read by the policy above)."""
     if isinstance(X, TimeSeries):
+        check_readings(X.values, X.columns, "series")
         return X
     if isinstance(X, (np.ndarray, list, tuple)):
         try:
@@ -195,10 +205,19 @@ def _numeric(frame: pd.DataFrame, name: str) -> np.ndarray:
             raise DataError(f"{name}: column {column!r} has a non-numeric value {raw[bad].iloc[0]!r} "
                             f"at row {int(np.flatnonzero(bad.to_numpy())[0])}")
         out[:, j] = values.to_numpy(dtype=np.float64, na_value=np.nan)
-    if np.isinf(out).any():
-        j = int(np.flatnonzero(np.isinf(out).any(axis=0))[0])
-        raise DataError(f"{name}: column {frame.columns[j]!r} contains infinity")
+    check_readings(out, list(frame.columns), name, frame.index)
     return out
+
+
+def check_readings(values: np.ndarray, columns: list, name: str, index: pd.Index | None = None) -> None:
+    """Refuse readings that are infinite or beyond MAX_READING in magnitude, naming the first
+    one's column and time (or row); NaN is a missing value and passes."""
+    with np.errstate(invalid="ignore"):
+        bad = np.abs(values) > MAX_READING
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        at = f"{index[i]}" if isinstance(index, pd.DatetimeIndex) else f"row {i}"
+        raise DataError(f"{name}: column {columns[j]!r} has {values[i, j]:g} at {at}; {READING_RULE}")
 
 
 def _fill(values: np.ndarray, columns: list, index: pd.Index, missing: str, name: str) -> np.ndarray:

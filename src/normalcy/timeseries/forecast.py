@@ -5,9 +5,10 @@ when the series has timestamps, the hour of day and day of week of the reading b
 forecast. A reading's raw score per variable is how far it lands from its forecast, in
 robust units: the residual's distance from the median of the last `scale_window`
 residuals, divided by their MAD. This is the approach used on spacecraft telemetry (forecast,
-then explain the residual): `explain` gives, for each reading, the forecast, the residual and
-each feature's TreeSHAP contribution to the forecast, which names the lags, variables and
-calendar features the forecast rested on.
+then explain the residual): `explain_forecast` gives, for each reading, the forecast, the
+residual and each feature's TreeSHAP contribution to the forecast, which names the lags,
+variables and calendar features the forecast rested on; `explain` says the same in words, as
+the evidence of its `Explanation`.
 
 Trees cannot extrapolate, so the target is the reading minus its baseline (the median of the
 lag readings) and the lag features are taken relative to that baseline too: a series at a
@@ -32,8 +33,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from normalcy.core.detector import expect_arrays
 from normalcy.core.errors import DataError, ModelFileError
-from normalcy.timeseries.base import TimeSeriesDetector, _seconds
-from normalcy.timeseries.data import as_series
+from normalcy.core.results import Explanation
+from normalcy.timeseries.base import MAX_MEMORY, TimeSeriesDetector, _seconds, check_int, state_int
 from normalcy.timeseries.robust import RobustUnits
 
 MIN_ROWS = 10  # training rows (readings beyond the lags) before the first fit
@@ -77,6 +78,21 @@ class ForecastExplanation:
 
 
 class GBTForecast(RobustUnits, TimeSeriesDetector):
+    """Residual of a one-step LightGBM forecast of each variable (from the lags of every
+    variable and the calendar), in robust units of recent residuals.
+
+    Parameters (defaults in brackets):
+    - lags [8]: past readings of every variable the forecast uses.
+    - refit_every [500]: readings between refits of the trees, once the memory has filled.
+    - n_estimators [50], num_leaves [15], learning_rate [0.1]: LightGBM's boosting rounds,
+      leaves per tree and shrinkage.
+    - scale_window [200]: recent residuals whose median and MAD give the robust units.
+    - history [2000]: readings remembered; the trees are fitted on them.
+    - likelihood [True], averaging [1], likelihood_window [2000]: NAB's anomaly likelihood.
+    - warmup [20]: readings learned before scores are computed.
+    """
+
+    name = "gbt-forecast"
     two_sided = True
 
     def __init__(self, history: int = 2000, likelihood: bool = True, averaging: int = 1,
@@ -92,16 +108,15 @@ class GBTForecast(RobustUnits, TimeSeriesDetector):
         self.scale_window = scale_window
 
     # --- attributions ----------------------------------------------------------------------------
-    def explain(self, X) -> ForecastExplanation:
-        """Causal scores of X (as `score_details`) with the forecast behind each and its
-        TreeSHAP attributions; the detector's state is left unchanged."""
-        self._check_fitted("columns_")
-        series = self._check_columns(as_series(X))
+    def explain_forecast(self, X) -> ForecastExplanation:
+        """Causal scores of X (as `explain`) with the forecast behind each and its TreeSHAP
+        attributions; the detector's state is left unchanged."""
+        series = self._encode(X)
         n, d = series.values.shape
         width = d * (self.lags + 1) + 2
         out = {k: np.zeros((n, d)) for k in ("per_variable", "forecast", "residual", "expected", "baseline")}
         scores, contributions, features = np.zeros(n), np.zeros((n, d, width)), []
-        saved = self._stream_state()
+        saved = self._snapshot()
         try:
             for i, (x, t) in enumerate(zip(series.values, _seconds(series))):
                 self._used = None
@@ -115,12 +130,27 @@ class GBTForecast(RobustUnits, TimeSeriesDetector):
                 contributions[i, :, : len(names)] = contrib[:, :-1]
                 out["expected"][i], out["baseline"][i] = contrib[:, -1], base
                 # the forecast the score used; TreeSHAP's contributions add up to it
-                out["forecast"][i], out["residual"][i] = forecast, x - forecast
+                out["forecast"][i], out["residual"][i] = forecast, series.values[i] - forecast
                 features.append(names)
         finally:
-            self._restore_stream(saved)
+            self._restore(saved)
         return ForecastExplanation(scores, out["per_variable"], out["forecast"], out["residual"], contributions,
                                    out["expected"], out["baseline"], features, list(self.columns_))
+
+    def _explain_encoded(self, series):
+        """Per-variable raw scores, and as evidence the flagged variable's forecast and the
+        features it rested on most."""
+        ex = self.explain_forecast(series)
+        evidence = []
+        for i in range(len(ex.scores)):
+            if not ex.features[i]:
+                evidence.append([])
+                continue
+            j = int(np.argmax(ex.per_variable[i]))
+            rested = ", ".join(f"{name} ({value:+.3g})" for name, value in ex.top(i, k=3))
+            evidence.append([f"{ex.columns[j]}: reading {series.values[i, j]:.6g}, forecast {ex.forecast[i, j]:.6g}; "
+                             f"the forecast rested most on {rested}"])
+        return Explanation(ex.scores, tuple(self.columns_), ex.per_variable, evidence)
 
     # --- the step --------------------------------------------------------------------------------
     def _variable_scores(self, past, x):
@@ -184,15 +214,8 @@ class GBTForecast(RobustUnits, TimeSeriesDetector):
         self._boosters, self._names, self._calendar, self._fitted_at = [], [], False, 0
         self._used = None
 
-    _OWN = ("_boosters", "_names", "_calendar", "_fitted_at")
-
-    def _stream_state(self):
-        # Boosters are replaced on refit, never changed, so keeping the list keeps them.
-        return {**super()._stream_state(), "_times": self._times.copy(),
-                **{k: getattr(self, k) for k in self._OWN}}
-
-    def _get_state(self):
-        arrays, meta = super()._get_state()
+    def _own_state(self):
+        arrays, meta = super()._own_state()
         arrays = {**arrays, "times": np.nan_to_num(self._times, nan=-1.0),
                   "has_time": np.isfinite(self._times).astype(np.uint8)}
         for j, booster in enumerate(self._boosters):
@@ -200,42 +223,49 @@ class GBTForecast(RobustUnits, TimeSeriesDetector):
         return arrays, {**meta, "n_trees": len(self._boosters), "names": self._names,
                         "calendar": self._calendar, "fitted_at": self._fitted_at}
 
-    def _set_state(self, arrays, meta):
-        super()._set_state(arrays, meta)
+    def _set_own_state(self, arrays, meta):
+        super()._set_own_state(arrays, meta)
         d = len(self.columns_)
-        expect_arrays(arrays, {"times": (self.history,),
-                               "has_time": (self.history,)})
-        try:
-            n_trees = int(meta["n_trees"])
-            self._fitted_at = int(meta["fitted_at"])
-            self._names, self._calendar = [str(n) for n in meta["names"]], bool(meta["calendar"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"model state is missing or has a bad {exc}") from exc
+        expect_arrays(arrays, {"times": (self.history,), "has_time": (self.history,)})
+        n_trees = state_int(meta, "n_trees", 0)
+        self._fitted_at = state_int(meta, "fitted_at", 0, self._count)
+        names, calendar = meta.get("names"), meta.get("calendar")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not isinstance(calendar, bool):
+            raise ModelFileError("model state 'names' must be a list of feature names and 'calendar' true or false")
+        self._names, self._calendar = list(names), calendar
         if n_trees not in (0, d):
             raise ModelFileError(f"model holds {n_trees} forecasters for {d} variable(s)")
+        if n_trees and names != self._feature_names():
+            raise ModelFileError(f"model state 'names' does not list the {d * (self.lags + 1)} lag and level features "
+                                 "(and the calendar) of its forecasters")
         lgb = _lightgbm()
         self._boosters = []
         for j in range(n_trees):
             expect_arrays(arrays, {f"trees_{j}": (None,)})
             try:
                 text = arrays[f"trees_{j}"].astype(np.uint8).tobytes().decode("utf-8")
-                self._boosters.append(lgb.Booster(model_str=text))
+                booster = lgb.Booster(model_str=text)
             except (UnicodeDecodeError, lgb.basic.LightGBMError) as exc:
                 raise ModelFileError(f"model array 'trees_{j}' is not a LightGBM text model: {exc}") from exc
+            if booster.num_feature() != len(names):
+                raise ModelFileError(f"model array 'trees_{j}' forecasts from {booster.num_feature()} features, "
+                                     f"not the {len(names)} the model names")
+            self._boosters.append(booster)
         self._times = np.where(arrays["has_time"].astype(bool), arrays["times"].astype(np.float64), np.nan)
         self._used = None
 
-    def _validate(self):
-        super()._validate()
-        for name in ("lags", "refit_every", "n_estimators", "num_leaves"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise DataError(f"{name} must be a positive integer, got {value!r}")
-        if self.num_leaves < 2:
-            raise DataError(f"num_leaves must be at least 2, got {self.num_leaves}")
+    def _measure_from(self):
+        return max(self.warmup, self.lags + MIN_ROWS)
+
+    def _check_params(self):
+        super()._check_params()
+        for name in ("lags", "refit_every", "n_estimators"):
+            check_int(self, name, 1, MAX_MEMORY)
+        check_int(self, "num_leaves", 2, 131072)  # LightGBM's own limit
         if self.history < self.lags + MIN_ROWS:
             raise DataError(f"history ({self.history}) must be at least lags + {MIN_ROWS} = {self.lags + MIN_ROWS}")
-        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate <= 1):
+        if not (isinstance(self.learning_rate, (int, float)) and not isinstance(self.learning_rate, bool)
+                and 0 < self.learning_rate <= 1):
             raise DataError(f"learning_rate must be in (0, 1], got {self.learning_rate!r}")
 
 

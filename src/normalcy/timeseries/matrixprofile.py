@@ -31,7 +31,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from normalcy.core.errors import DataError
-from normalcy.timeseries.base import TimeSeriesDetector
+from normalcy.timeseries.base import MAX_MEMORY, TimeSeriesDetector, check_int
 from normalcy.timeseries.robust import RobustUnits
 
 FLAT = 1e-8  # a subsequence whose standard deviation is below this (relative to its level) is constant
@@ -42,6 +42,21 @@ def exclusion_zone(window: int) -> int:
 
 
 class MatrixProfile(RobustUnits, TimeSeriesDetector):
+    """Left matrix profile: distance of the last `window` readings to their nearest earlier
+    subsequence in memory, in robust units of recent distances.
+
+    Parameters (defaults in brackets):
+    - window [16]: subsequence length; the score is given at the reading that ends it.
+    - normalize [False]: z-normalise subsequences (shape only) instead of plain Euclidean
+      distance (shape and level).
+    - scale_window [200]: recent distances whose median and MAD give the robust units.
+    - history [1000]: readings remembered; neighbours are searched among them.
+    - likelihood [True], averaging [1], likelihood_window [2000]: NAB's anomaly likelihood.
+    - warmup [40]: readings learned before scores are computed.
+    """
+
+    name = "matrix-profile"
+
     def __init__(self, history: int = 1000, likelihood: bool = True, averaging: int = 1,
                  likelihood_window: int = 2000, warmup: int = 40, window: int = 16, normalize: bool = False,
                  scale_window: int = 200):
@@ -69,10 +84,15 @@ class MatrixProfile(RobustUnits, TimeSeriesDetector):
             query, earlier = _znorm(query), _znorm(earlier)
         return np.sqrt(((earlier - query) ** 2).sum(axis=2).min(axis=0))
 
-    def _validate(self):
-        super()._validate()
-        if not (isinstance(self.window, int) and self.window >= 2):
-            raise DataError(f"window must be an integer >= 2, got {self.window!r}")
+    def _measure_from(self):
+        # a neighbour outside the exclusion zone exists once window + zone readings are past
+        return max(self.warmup, self.window + exclusion_zone(self.window))
+
+    def _check_params(self):
+        super()._check_params()
+        check_int(self, "window", 2, MAX_MEMORY)
+        if not isinstance(self.normalize, bool):
+            raise DataError(f"normalize must be true or false, got {self.normalize!r}")
         if self.history < self.window + exclusion_zone(self.window):
             raise DataError(f"history ({self.history}) must be at least window + ceil(window / 4) = "
                             f"{self.window + exclusion_zone(self.window)} to hold a neighbour")

@@ -24,12 +24,28 @@ from __future__ import annotations
 import numpy as np
 
 from normalcy.core.detector import expect_arrays
-from normalcy.core.errors import DataError, ModelFileError
-from normalcy.timeseries.base import TimeSeriesDetector
+from normalcy.core.errors import DataError
+from normalcy.timeseries.base import TimeSeriesDetector, state_int
 from normalcy.timeseries.novelty import range_excess
 
 
 class MultiScaleNovelty(TimeSeriesDetector):
+    """Range novelty of each reading, of its means over `windows` readings and of its spread
+    over `spread_window` readings, each in units of its tolerance (the default detector).
+
+    Parameters (defaults in brackets):
+    - history [8000]: past values of each feature whose range a new value is compared with.
+    - windows [(1, 12, 288)]: readings each mean feature averages (1: the reading itself).
+    - tolerances [(0.002, 0.02, 0.05)]: per window, the excess (as a fraction of the
+      feature's past range) that scores 1.
+    - spread_window [288], spread_tolerance [0.1]: the standard-deviation feature.
+    - rearm [1000], rearm_damping [0.5]: after a score of 1 or more, the next `rearm` scores
+      are multiplied by `rearm_damping`.
+    - likelihood [False], averaging [10], likelihood_window [2000]: NAB's anomaly likelihood.
+    - warmup [20]: past values a feature needs before it is scored.
+    """
+
+    name = "multiscale-novelty"
     alert_level = 2.0
 
     def __init__(self, history: int = 8000, likelihood: bool = False, averaging: int = 10,
@@ -67,6 +83,10 @@ class MultiScaleNovelty(TimeSeriesDetector):
             scores = np.maximum(scores, range_excess(history, current[f]) / tolerance)
         return scores
 
+    def _raw_ready(self):
+        # the feature with the shortest span is scored once it has `warmup` past values
+        return self.warmup + min(self._spans) - 1
+
     # --- the cooldown ----------------------------------------------------------------------------
     def _step(self, x, learn, t=float("nan")):
         score, per_variable = super()._step(x, learn, t)
@@ -93,34 +113,31 @@ class MultiScaleNovelty(TimeSeriesDetector):
         self._derived = np.zeros((len(self._spans), self.history, len(self.columns_)))
         self._quiet = 0
 
-    def _stream_state(self):
-        return {**super()._stream_state(), "_derived": self._derived.copy(), "_quiet": self._quiet}
+    def _own_state(self):
+        return {"derived": self._derived}, {"quiet": self._quiet}
 
-    def _get_state(self):
-        arrays, meta = super()._get_state()
-        return {**arrays, "derived": self._derived}, {**meta, "quiet": self._quiet}
-
-    def _set_state(self, arrays, meta):
-        super()._set_state(arrays, meta)
+    def _set_own_state(self, arrays, meta):
         expect_arrays(arrays, {"derived": (len(self._spans), self.history, len(self.columns_))})
-        try:
-            self._quiet = int(meta["quiet"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"model state is missing or has a bad {exc}") from exc
+        self._quiet = state_int(meta, "quiet", 0, self.rearm)
         self._derived = arrays["derived"].astype(np.float64)
 
-    def _validate(self):
-        super()._validate()
-        windows, tolerances = list(self.windows), list(self.tolerances)
-        if not windows or len(windows) != len(tolerances):
-            raise DataError(f"windows {windows} and tolerances {tolerances} must be non-empty and of equal length")
+    def _check_params(self):
+        super()._check_params()
+        windows, tolerances = self.windows, self.tolerances
+        if (not isinstance(windows, (list, tuple)) or not isinstance(tolerances, (list, tuple))
+                or not windows or len(windows) != len(tolerances)):
+            raise DataError(f"windows {windows!r} and tolerances {tolerances!r} must be non-empty lists "
+                            "of equal length")
         for w in [*windows, self.spread_window]:
-            if not (isinstance(w, int) and 1 <= w <= self.history):
+            if not (isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= self.history):
                 raise DataError(f"feature windows must be integers in [1, history={self.history}], got {w!r}")
         if self.spread_window < 2:
             raise DataError(f"spread_window must be at least 2 readings, got {self.spread_window}")
-        if min([*tolerances, self.spread_tolerance]) <= 0:
-            raise DataError(f"tolerances must be positive, got {tolerances} and {self.spread_tolerance}")
-        if not (isinstance(self.rearm, int) and self.rearm >= 0) or not 0.0 <= self.rearm_damping <= 1.0:
+        for t in [*tolerances, self.spread_tolerance]:
+            if not (isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < float("inf")):
+                raise DataError(f"tolerances must be positive numbers, got {tolerances!r} "
+                                f"and {self.spread_tolerance!r}")
+        if not (isinstance(self.rearm, int) and not isinstance(self.rearm, bool) and self.rearm >= 0) or not (
+                isinstance(self.rearm_damping, (int, float)) and 0.0 <= self.rearm_damping <= 1.0):
             raise DataError(f"rearm must be an integer >= 0 and rearm_damping in [0, 1], "
                             f"got {self.rearm!r} and {self.rearm_damping!r}")

@@ -11,6 +11,18 @@ from normalcy.timeseries.base import TimeSeriesDetector
 
 
 class RangeNovelty(TimeSeriesDetector):
+    """How far a reading lies beyond the range of the last `history` readings, as a fraction of
+    that range (0 inside it).
+
+    Parameters (defaults in brackets):
+    - history [8000]: readings whose range a reading is compared with.
+    - likelihood [False]: turn raw scores into NAB's anomaly likelihood.
+    - averaging [10], likelihood_window [2000]: the likelihood's recent mean and its window.
+    - warmup [20]: readings learned before scores are computed.
+    """
+
+    name = "range-novelty"
+
     def __init__(self, history: int = 8000, likelihood: bool = False, averaging: int = 10,
                  likelihood_window: int = 2000, warmup: int = 20):
         super().__init__(history, likelihood, averaging, likelihood_window, warmup)

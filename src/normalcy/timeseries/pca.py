@@ -23,13 +23,29 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from normalcy.core.detector import expect_arrays
 from normalcy.core.errors import DataError, ModelFileError
-from normalcy.timeseries.base import TimeSeriesDetector
+from normalcy.timeseries.base import MAX_MEMORY, TimeSeriesDetector, check_int, state_int
 from normalcy.timeseries.robust import RobustUnits
 
 MIN_WINDOWS = 10  # training windows before the first fit
 
 
 class WindowPCA(RobustUnits, TimeSeriesDetector):
+    """Reconstruction error of the last `window` readings (level removed) from a per-variable
+    PCA of earlier windows, in robust units of recent errors.
+
+    Parameters (defaults in brackets):
+    - window [16]: readings per window; the score is given at the reading that ends it.
+    - variance [0.9]: share of the training windows' variance the components keep (at most
+      window // 2 components).
+    - refit_every [500]: readings between refits, once the memory has filled.
+    - scale_window [200]: recent errors whose median and MAD give the robust units.
+    - history [2000]: readings remembered; the components are fitted on their windows.
+    - likelihood [True], averaging [1], likelihood_window [2000]: NAB's anomaly likelihood.
+    - warmup [40]: readings learned before scores are computed.
+    """
+
+    name = "window-pca"
+
     def __init__(self, history: int = 2000, likelihood: bool = True, averaging: int = 1,
                  likelihood_window: int = 2000, warmup: int = 40, window: int = 16, variance: float = 0.9,
                  refit_every: int = 500, scale_window: int = 200):
@@ -78,42 +94,39 @@ class WindowPCA(RobustUnits, TimeSeriesDetector):
             self._components[j, :keep] = vt[:keep]
         self._fitted_at = self._count
 
+    def _measure_from(self):
+        return max(self.warmup, self.window + MIN_WINDOWS - 1)
+
     # --- state -----------------------------------------------------------------------------------
     def _reset(self):
         super()._reset()
         self._components = self._mean = None
         self._fitted_at = 0
 
-    def _stream_state(self):
-        # Components are replaced on refit, never changed in place.
-        return {**super()._stream_state(), "_components": self._components, "_mean": self._mean,
-                "_fitted_at": self._fitted_at}
-
-    def _get_state(self):
-        arrays, meta = super()._get_state()
+    def _own_state(self):
+        arrays, meta = super()._own_state()
         if self._components is not None:
             arrays = {**arrays, "components": self._components, "mean": self._mean}
         return arrays, {**meta, "fitted_at": self._fitted_at, "fitted": self._components is not None}
 
-    def _set_state(self, arrays, meta):
-        super()._set_state(arrays, meta)
-        try:
-            self._fitted_at, fitted = int(meta["fitted_at"]), bool(meta["fitted"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"model state is missing or has a bad {exc}") from exc
+    def _set_own_state(self, arrays, meta):
+        super()._set_own_state(arrays, meta)
+        self._fitted_at = state_int(meta, "fitted_at", 0, self._count)
+        fitted = meta.get("fitted")
+        if not isinstance(fitted, bool):
+            raise ModelFileError(f"model state 'fitted' must be true or false, got {fitted!r:.40}")
         self._components = self._mean = None
         if fitted:
             d, w = len(self.columns_), self.window
             expect_arrays(arrays, {"components": (d, max(1, w // 2), w), "mean": (d, w)})
             self._components, self._mean = (arrays[k].astype(np.float64) for k in ("components", "mean"))
 
-    def _validate(self):
-        super()._validate()
-        if not (isinstance(self.window, int) and self.window >= 2):
-            raise DataError(f"window must be an integer >= 2, got {self.window!r}")
-        if not (isinstance(self.refit_every, int) and self.refit_every >= 1):
-            raise DataError(f"refit_every must be a positive integer, got {self.refit_every!r}")
-        if not (isinstance(self.variance, (int, float)) and 0 < self.variance <= 1):
+    def _check_params(self):
+        super()._check_params()
+        check_int(self, "window", 2, MAX_MEMORY)
+        check_int(self, "refit_every", 1, MAX_MEMORY)
+        if not (isinstance(self.variance, (int, float)) and not isinstance(self.variance, bool)
+                and 0 < self.variance <= 1):
             raise DataError(f"variance must be in (0, 1], got {self.variance!r}")
         if self.history < self.window + MIN_WINDOWS - 1:
             raise DataError(f"history ({self.history}) must hold at least {MIN_WINDOWS} windows: "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from normalcy.core.detector import expect_arrays
-from normalcy.core.errors import DataError, ModelFileError
+from normalcy.timeseries.base import MAX_MEMORY, check_int, state_int
 
 MAD_TO_STD = 1.4826
 MIN_SEEN = 10  # measures seen before their spread means anything
@@ -20,7 +20,8 @@ MIN_SEEN = 10  # measures seen before their spread means anything
 
 class RobustUnits:
     """Mixin for a TimeSeriesDetector (list it first); the subclass takes `scale_window` and
-    calls `_in_units(measure)` from `_variable_scores`."""
+    calls `_in_units(measure)` from `_variable_scores`, and says in `_measure_from` at which
+    reading its measure is first computed."""
 
     two_sided = False  # residuals are signed; distances and errors are not
 
@@ -37,6 +38,13 @@ class RobustUnits:
         z = (measure - median) / scale
         return np.abs(z) if self.two_sided else np.maximum(z, 0.0)
 
+    def _measure_from(self) -> int:
+        """The first reading (0-based) whose measure is computed."""
+        return self.warmup
+
+    def _raw_ready(self):
+        return max(super()._raw_ready(), self._measure_from() + MIN_SEEN)
+
     def _learned(self):
         super()._learned()
         if self._pending is not None:
@@ -50,24 +58,17 @@ class RobustUnits:
         self._n_seen = 0
         self._pending = None
 
-    def _stream_state(self):
-        return {**super()._stream_state(), "_seen": self._seen.copy(), "_n_seen": self._n_seen}
-
-    def _get_state(self):
-        arrays, meta = super()._get_state()
+    def _own_state(self):
+        arrays, meta = super()._own_state()
         return {**arrays, "seen": self._seen}, {**meta, "n_seen": self._n_seen}
 
-    def _set_state(self, arrays, meta):
-        super()._set_state(arrays, meta)
+    def _set_own_state(self, arrays, meta):
+        super()._set_own_state(arrays, meta)
         expect_arrays(arrays, {"seen": (self.scale_window, len(self.columns_))})
-        try:
-            self._n_seen = int(meta["n_seen"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"model state is missing or has a bad {exc}") from exc
+        self._n_seen = state_int(meta, "n_seen", 0, self._count)
         self._seen = arrays["seen"].astype(np.float64)
         self._pending = None
 
-    def _validate(self):
-        super()._validate()
-        if not (isinstance(self.scale_window, int) and self.scale_window >= MIN_SEEN):
-            raise DataError(f"scale_window must be an integer >= {MIN_SEEN}, got {self.scale_window!r}")
+    def _check_params(self):
+        super()._check_params()
+        check_int(self, "scale_window", MIN_SEEN, MAX_MEMORY)

@@ -12,6 +12,19 @@ MAD_TO_STD = 1.4826  # MAD of a Gaussian times this is its standard deviation
 
 
 class RollingMAD(TimeSeriesDetector):
+    """Robust z-score: how many rolling MADs (scaled to a standard deviation) a reading lies
+    from the median of the last `history` readings.
+
+    Parameters (defaults in brackets):
+    - history [100]: readings the median and MAD are taken over.
+    - likelihood [True]: turn raw scores into NAB's anomaly likelihood.
+    - averaging [1]: raw scores averaged for the likelihood (1: a spike counts alone).
+    - likelihood_window [2000]: raw scores whose averages give the likelihood's mean and spread.
+    - warmup [20]: readings learned before scores are computed.
+    """
+
+    name = "rolling-mad"
+
     # averaging=1: a spike is one reading, and a 10-reading mean before the likelihood dilutes
     # it (on NAB, standard profile: 22 with 1, 8 with 10).
     def __init__(self, history: int = 100, likelihood: bool = True, averaging: int = 1,

@@ -4,7 +4,9 @@
 
 Each request is scored as the continuation of what the model was fitted on, and is not
 learned: the served model never changes, so two requests with the same values get the same
-scores, whatever came between them.
+scores, whatever came between them. A null is a missing value (the last reading is carried
+forward); an infinite value, or one beyond MAX_READING in magnitude (an FP32 value past its
+range arrives as infinite), is refused with a 400 naming the reading and the variable.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import numpy as np
 
 from normalcy.serve.codec import Codec, Limits, RequestError, TensorSpec
 from normalcy.timeseries.base import TimeSeriesDetector
+from normalcy.timeseries.data import MAX_READING
 
 
 class SeriesCodec(Codec):
     modality = "timeseries"
-    # score() steps through the readings on the detector's own state and restores it after:
-    # one request at a time per model.
+    # decision_function steps through the readings on the detector's own state and restores
+    # it after: one request at a time per model.
     concurrent = False
 
     def __init__(self, detector: TimeSeriesDetector, limits: Limits):
@@ -35,10 +38,18 @@ class SeriesCodec(Codec):
         values = tensors["values"]
         if not values.data.size:
             raise RequestError("input 'values' has no readings")
-        return values.data.astype(np.float64).reshape(values.shape[0], -1)
+        data = values.data.astype(np.float64).reshape(values.shape[0], -1)
+        with np.errstate(invalid="ignore"):
+            bad = np.argwhere(np.abs(data) > MAX_READING)
+        if bad.size:
+            i, j = (int(v) for v in bad[0])
+            raise RequestError(f"input 'values': reading {i} of variable {self.detector.columns_[j]!r} is "
+                               f"{data[i, j]:g}; readings must be finite numbers between {-MAX_READING:g} and "
+                               f"{MAX_READING:g} (null is a missing value)")
+        return data
 
     def predict(self, values, parameters):
-        return self.scored(self.detector.score(values))
+        return self.scored(self.detector.decision_function(values))
 
 
 CODECS = {TimeSeriesDetector: SeriesCodec}

@@ -18,6 +18,18 @@ LOCAL = 21  # readings whose mean saliency the current one is compared with (the
 
 
 class SpectralResidual(TimeSeriesDetector):
+    """Saliency of the current reading in the spectral residual of the recent window (Ren et
+    al. 2019), relative to the mean saliency of the readings before it.
+
+    Parameters (defaults in brackets):
+    - history [64]: readings in the window transformed with the current one.
+    - likelihood [False]: turn raw scores into NAB's anomaly likelihood.
+    - averaging [10], likelihood_window [2000]: the likelihood's recent mean and its window.
+    - warmup [32]: readings learned before scores are computed.
+    """
+
+    name = "spectral-residual"
+
     def __init__(self, history: int = 64, likelihood: bool = False, averaging: int = 10,
                  likelihood_window: int = 2000, warmup: int = 32):
         super().__init__(history, likelihood, averaging, likelihood_window, warmup)

@@ -1,0 +1,49 @@
+"""One limiter for every CPU thread pool normalcy's detectors use: BLAS and OpenMP (through
+threadpoolctl), torch and faiss. On a 2-core machine, oversubscribed or busy-waiting pools
+made work 3-70x slower, so long jobs take a `threads` setting and run inside `thread_limit`."""
+
+from __future__ import annotations
+
+import sys
+
+from normalcy.core.errors import DataError
+
+
+def check_threads(n) -> int | None:
+    if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+        raise DataError(f"threads must be a positive integer or None (all cores), got {n!r}")
+    return n
+
+
+class thread_limit:
+    """Cap BLAS/OpenMP, torch and faiss threads for a block; None leaves them as they are.
+    torch and faiss are capped only if already imported (importing them costs seconds)."""
+
+    def __init__(self, n: int | None):
+        self.n = check_threads(n)
+
+    def __enter__(self):
+        if self.n is None:
+            return self
+        from threadpoolctl import threadpool_limits
+
+        torch, faiss = sys.modules.get("torch"), sys.modules.get("faiss")
+        # torch, faiss and threadpoolctl can share one OpenMP runtime: read every original
+        # setting before changing any, or a later read sees n instead of the original.
+        self._torch = torch.get_num_threads() if torch else None
+        self._faiss = faiss.omp_get_max_threads() if faiss else None
+        self._blas = threadpool_limits(self.n)
+        if torch:
+            torch.set_num_threads(self.n)
+        if faiss:
+            faiss.omp_set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        if self.n is None:
+            return
+        self._blas.restore_original_limits()
+        if self._faiss is not None:
+            sys.modules["faiss"].omp_set_num_threads(self._faiss)
+        if self._torch is not None:
+            sys.modules["torch"].set_num_threads(self._torch)
