@@ -835,7 +835,10 @@ def test_cli_serves_and_shuts_down_gracefully_on_sigterm(models, tmp_path):
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(httpx.post, url + "/v2/models/sensor/infer", json=body, headers=AUTH, timeout=30)
             pending.add_done_callback(lambda _: done.append(time.monotonic()))
-            time.sleep(0.2)
+            # SIGTERM once the request is being served (in flight: it and this /metrics call).
+            while "normalcy_inflight_requests 2.0" not in httpx.get(url + "/metrics", headers=AUTH).text:
+                assert not pending.done(), "the request finished before the signal could be sent"
+                time.sleep(0.01)
             terminated = time.monotonic()
             proc.terminate()
             response = pending.result()

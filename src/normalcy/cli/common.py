@@ -4,6 +4,8 @@ the fit summary with its calibration, and the evaluate report."""
 from __future__ import annotations
 
 import json
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -66,3 +68,25 @@ def echo_metrics(metrics: dict, json_path: Path | None) -> None:
     if json_path is not None:
         write_atomic(Path(json_path), json.dumps(metrics, indent=2) + "\n")
         typer.echo(f"wrote {json_path}")
+
+
+@contextmanager
+def echo_warnings():
+    """normalcy's own warnings raised in the block as `warning: ...` lines on stderr, once each
+    (others as Python shows them); a calibration caveat is left to `echo_fit`, which says it
+    with the threshold."""
+    from normalcy.core.holdout import CalibrationWarning
+
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            yield
+    finally:
+        shown = set()
+        for w in caught:
+            if not w.category.__module__.startswith("normalcy."):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            elif not issubclass(w.category, CalibrationWarning) and str(w.message) not in shown:
+                shown.add(str(w.message))
+                typer.echo(f"warning: {w.message}", err=True)

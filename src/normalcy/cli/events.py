@@ -25,10 +25,8 @@ def fit(
     seed: int = typer.Option(0, "--seed", help="Seed of the holdout split and of the detector (where it has one)."),
 ):
     """Learn which entities go together in normal events."""
-    import warnings
-
-    from normalcy.cli.common import echo_fit
-    from normalcy.core.holdout import CalibrationWarning
+    
+    from normalcy.cli.common import echo_fit, echo_warnings
     from normalcy.core.threshold import parse_threshold
     from normalcy.events import DEFAULT
     from normalcy.events.workflow import fit_model
@@ -36,8 +34,7 @@ def fit(
     name = model or DEFAULT
     detector = _build(name, param, {"columns": _names(columns) or None, "allow_missing": allow_missing, "seed": seed})
     strategy = parse_threshold(threshold)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CalibrationWarning)  # echo_fit says it, once
+    with echo_warnings():
         fit_model(data, detector, strategy, holdout, seed)
     detector.save(out)
     n_events = int(detector.encoder_.counts_[0].sum())

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-from normalcy.cli.common import PARAM, model_help
+from normalcy.cli.common import PARAM, echo_warnings, model_help
 
 app = typer.Typer(help="Tables: a score per row for numeric and categorical columns.", no_args_is_help=True)
 
@@ -116,28 +114,6 @@ def benchmark(
                    f"{_num(row['auprc'])}  fit+score {row['fit_seconds'] + row['score_seconds']:.1f} s  over "
                    f"{row['n_datasets']} datasets" + (f", failed on {', '.join(row['failed'])}" if row["failed"] else ""))
     typer.echo(f"wrote {json_out} and {md_out}")
-
-
-@contextmanager
-def echo_warnings():
-    """normalcy's own warnings raised in the block as `warning: ...` lines on stderr, once each
-    (others as Python shows them); a calibration caveat is left to `echo_fit`, which says it
-    with the threshold."""
-    from normalcy.core.holdout import CalibrationWarning
-
-    caught: list = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)
-            yield
-    finally:
-        shown = set()
-        for w in caught:
-            if not w.category.__module__.startswith("normalcy."):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-            elif not issubclass(w.category, CalibrationWarning) and str(w.message) not in shown:
-                shown.add(str(w.message))
-                typer.echo(f"warning: {w.message}", err=True)
 
 
 def _load_table_model(model_dir: Path):

@@ -38,7 +38,7 @@ def fit(
 ):
     """Learn what normal texts look like."""
     from normalcy.cli.common import echo_fit
-    from normalcy.cli.table import echo_warnings
+    from normalcy.cli.common import echo_warnings
     from normalcy.core.registry import detector_class, parse_params
     from normalcy.core.threshold import parse_threshold
     from normalcy.text.data import read_texts
