@@ -12,6 +12,7 @@ a different order for differently aligned memory on another CPU: this is the gua
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -82,6 +83,17 @@ def check_fit_scores_and_labels(detector: Detector, case: Case, tmp_path: Path) 
                                   err_msg="predict labels scores at the threshold")
 
 
+def check_model_selection(detector: Detector, case: Case, tmp_path: Path) -> None:
+    """scikit-learn's labelled scorers (what GridSearchCV and cross_val_score call) work."""
+    from sklearn.metrics import get_scorer, roc_auc_score
+
+    detector.fit(case.fit)
+    expected = roc_auc_score(case.labels, detector.decision_function(case.test))
+    assert math.isclose(get_scorer("roc_auc")(detector, case.test, case.labels), expected, rel_tol=1e-12), \
+        "the roc_auc scorer gives the AUROC of decision_function"
+    assert math.isclose(detector.score(case.test, case.labels), expected, rel_tol=1e-12), "score(X, y) is the AUROC"
+
+
 def check_scoring_changes_nothing(detector: Detector, case: Case, tmp_path: Path) -> None:
     detector.fit(case.fit)
     before_arrays, before_meta = copy.deepcopy(detector._get_state())
@@ -135,6 +147,7 @@ def check_hostile_fit(detector: Detector, case: Case, tmp_path: Path) -> None:
 
 
 CHECKS: list[Callable[[Detector, Case, Path], None]] = [
-    check_clone_and_params, check_not_fitted, check_fit_scores_and_labels, check_scoring_changes_nothing,
+    check_clone_and_params, check_not_fitted, check_fit_scores_and_labels, check_model_selection,
+    check_scoring_changes_nothing,
     check_save_load, check_hostile_input, check_hostile_fit,
 ]
