@@ -27,6 +27,12 @@ def serve(
     allow_host: list[str] = typer.Option(None, "--allow-host",
                                          help="Without a token, a Host name (NAME or NAME:PORT) clients may use "
                                               "besides the listening address (repeatable)."),
+    signing_key: Path = typer.Option(None, "--signing-key",
+                                     help="Ed25519 private key (normalcy embeddings keygen): offer POST "
+                                          "/v2/embeddings/sign and /verify; needs --token-file."),
+    verify_key: Path = typer.Option(None, "--verify-key",
+                                    help="Ed25519 public key (KEY.pub): offer POST /v2/embeddings/verify (default: "
+                                         "the signing key's); needs --token-file."),
 ):
     """Serve models over HTTP with the Open Inference Protocol v2 (KServe v2 REST)."""
     import logging
@@ -40,25 +46,42 @@ def serve(
     models = [*(model_dirs or []), *(_named(n) for n in name or [])]
     token = read_token(token_file) if token_file else None
     check_host(host, token)
+    signing = None
+    if signing_key is not None or verify_key is not None:
+        if token is None:  # checked before the keys are read
+            raise DataError("--signing-key and --verify-key need --token-file FILE: anyone who could reach the "
+                            "signing endpoints could sign vectors with this server's key")
+        from normalcy.embeddings import keys
+        from normalcy.embeddings.service import SigningService
+
+        signing = SigningService(keys.load_private(signing_key) if signing_key else None,
+                                 keys.load_public(verify_key) if verify_key else None)
+        if signing_key and verify_key and signing.public_key != signing.private_key.public_key():
+            raise DataError(f"--verify-key {verify_key} is not the public key of --signing-key {signing_key}")
     for value, what in ((workers, "--workers"), (threads, "--threads")):
         if value < 1:
             raise DataError(f"{what} must be at least 1, got {value}")
     limits = Limits(max_body_bytes=int(max_body_mb * 2**20), max_image_pixels=max_image_pixels, timeout_s=timeout)
+    app = create_app(models, token=token, limits=limits, workers=workers, threads=threads,
+                     allow_hosts=allow_host or (), signing=signing)
+    base = f"http://{_url_host(host)}:{port}"
+    typer.echo(f"serving {len(app.state.models)} model(s) on {base}"
+               + (" (bearer token required)" if token else ""), err=True)
+    width = max(map(len, app.state.models), default=0)
+    for served in app.state.models.values():
+        typer.echo(f"  {served.name:<{width}}  {base}/v2/models/{served.name}/infer  ({served.path})", err=True)
+    if signing is not None:
+        paths = ("sign", "verify") if signing.private_key is not None else ("verify",)
+        typer.echo(f"  embeddings ({signing.key_id}): " + ", ".join(f"{base}/v2/embeddings/{p}" for p in paths),
+                   err=True)
+    typer.echo(f"  page: {base}/", err=True)
+    # Set up only once the server will run: a refused start leaves the process's logging as it was.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     access = logging.getLogger("normalcy.serve.access")
     access.addHandler(handler)
     access.setLevel(logging.INFO)
     access.propagate = False
-    app = create_app(models, token=token, limits=limits, workers=workers, threads=threads,
-                     allow_hosts=allow_host or ())
-    base = f"http://{_url_host(host)}:{port}"
-    typer.echo(f"serving {len(app.state.models)} model(s) on {base}"
-               + (" (bearer token required)" if token else ""), err=True)
-    width = max(map(len, app.state.models))
-    for served in app.state.models.values():
-        typer.echo(f"  {served.name:<{width}}  {base}/v2/models/{served.name}/infer  ({served.path})", err=True)
-    typer.echo(f"  page: {base}/", err=True)
     # uvicorn stops on SIGTERM/SIGINT: it stops accepting, lets in-flight requests finish
     # (up to 30 s), then shuts the scoring threads down.
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning", timeout_graceful_shutdown=30,

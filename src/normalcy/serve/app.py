@@ -6,6 +6,8 @@
     GET  /v2/models/{name}[/versions/1]                    model metadata
     GET  /v2/models/{name}[/versions/1]/ready
     POST /v2/models/{name}[/versions/1]/infer
+    POST /v2/embeddings/sign, /v2/embeddings/verify        signed embeddings (with --signing-key /
+                                                           --verify-key; token required)
     GET  /metrics                                          Prometheus text format (public)
     GET  /, /static/...                                    the inspection page (public)
 
@@ -34,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -53,10 +55,13 @@ from normalcy.core.threads import thread_limit
 from normalcy.serve.codec import (Codec, Limits, RequestError, codec_for, encode_response, parse_inputs,
                                   requested_outputs, split_body)
 
+if TYPE_CHECKING:
+    from normalcy.embeddings.service import SigningService  # imports the signing library
+
 STATIC = Path(__file__).parent / "static"
 VERSION = "1"  # a model folder is one version of a model
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-PROTECTED = ("/v2/models", "/v2/repository")
+PROTECTED = ("/v2/models", "/v2/repository", "/v2/embeddings")
 SUFFIX = ".model"  # `normalcy serve tx.model` serves "tx"
 EXTENSIONS = ["model_repository", "binary_tensor_data"]
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -108,8 +113,6 @@ def load_models(model_dirs: Sequence[Path | str | tuple[str, Path | str]], limit
         except DataError as exc:
             raise ModelFileError(f"{path}: cannot be served: {exc}") from None
         models[name] = Model(name, path, detector, codec, None if codec.concurrent else threading.Lock())
-    if not models:
-        raise DataError("no models to serve: give at least one model folder")
     return models
 
 
@@ -122,14 +125,20 @@ def set_threads(n: int) -> None:
 
 def create_app(model_dirs: Sequence[Path | str | tuple[str, Path | str]], token: str | None = None,
                limits: Limits = Limits(), workers: int = 2, threads: int | None = None,
-               allow_hosts: Sequence[str] = ()) -> FastAPI:
+               allow_hosts: Sequence[str] = (), signing: SigningService | None = None) -> FastAPI:
     """The app serving `model_dirs` (each a folder, or (name, folder)). `token`: when set,
     model and repository paths need `Authorization: Bearer <token>`. `workers`: scorings run
     at once; `threads`: threads each scoring may use (None leaves the libraries' defaults).
     `allow_hosts`: names (NAME or NAME:PORT) besides its own address that requests may give as
-    `Host` when there is no token."""
+    `Host` when there is no token. `signing`: the keys of the embedding signing endpoints,
+    which a server offers only with a token (anyone who could call them could sign vectors)."""
     allowed = parse_allowed_hosts(allow_hosts)
+    if signing is not None and token is None:
+        raise DataError("the embedding signing and verification endpoints need a bearer token: give --token-file "
+                        "FILE (anyone who could reach them could sign vectors with this server's key)")
     models = load_models(model_dirs, limits)
+    if not models and signing is None:
+        raise DataError("no models to serve: give at least one model folder (or --signing-key / --verify-key)")
     if threads is not None:
         set_threads(threads)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="normalcy-score")
@@ -160,6 +169,7 @@ def create_app(model_dirs: Sequence[Path | str | tuple[str, Path | str]], token:
                   openapi_url=None)
     app.state.models = models
     app.state.limits = limits
+    app.state.signing = signing
 
     def model(name: str, version: str | None = None) -> Model:
         if name not in models:
@@ -192,7 +202,8 @@ def create_app(model_dirs: Sequence[Path | str | tuple[str, Path | str]], token:
 
     @app.get("/v2")
     async def server_metadata():
-        return {"name": "normalcy", "version": __version__, "extensions": EXTENSIONS}
+        return {"name": "normalcy", "version": __version__,
+                "extensions": EXTENSIONS + (["embedding_signing"] if signing is not None else [])}
 
     @app.post("/v2/repository/index")
     async def repository_index():
@@ -230,12 +241,23 @@ def create_app(model_dirs: Sequence[Path | str | tuple[str, Path | str]], token:
         return await run_infer(model(name, version), request)
 
     async def run_infer(m: Model, request: Request) -> Response:
-        nonlocal waiting
+        body = await read_request(request)
+        header_length = request.headers.get("inference-header-content-length")
+        status, payload, json_length = await run_work(work, m, body, header_length)
+        if json_length is None:
+            return Response(payload, status_code=status, media_type="application/json")
+        return Response(payload, status_code=status, media_type="application/octet-stream",
+                        headers={"Inference-Header-Content-Length": str(json_length)})
+
+    async def read_request(request: Request) -> bytes:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             raise HTTPError(415, f"Content-Encoding {encoding!r} is not supported; send the body uncompressed")
-        body = await read_body(request, limits.max_body_bytes)
-        header_length = request.headers.get("inference-header-content-length")
+        return await read_body(request, limits.max_body_bytes)
+
+    async def run_work(fn, *args):
+        """`fn(*args)` in the scoring pool, waiting at most the timeout for a worker and for the work."""
+        nonlocal waiting
         deadline = time.monotonic() + limits.timeout_s
         if waiting >= limits.max_pending:
             raise HTTPError(503, f"server busy: {waiting} requests are waiting; try again later")
@@ -247,19 +269,14 @@ def create_app(model_dirs: Sequence[Path | str | tuple[str, Path | str]], token:
         finally:
             waiting -= 1
         loop = asyncio.get_running_loop()
-        future = pool.submit(work, m, body, header_length)
+        future = pool.submit(fn, *args)
         # The slot is freed when the work ends, not when a request gives up on it: a scoring
         # that outlives its timeout still holds a thread.
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(slots.release))
         try:
-            status, payload, json_length = await asyncio.wait_for(
-                asyncio.wrap_future(future), timeout=max(deadline - time.monotonic(), 0.001))
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout=max(deadline - time.monotonic(), 0.001))
         except TimeoutError:
             raise HTTPError(504, f"scoring took longer than {limits.timeout_s:g} s") from None
-        if json_length is None:
-            return Response(payload, status_code=status, media_type="application/json")
-        return Response(payload, status_code=status, media_type="application/octet-stream",
-                        headers={"Inference-Header-Content-Length": str(json_length)})
 
     def work(m: Model, body: bytes, header_length: str | None) -> tuple[int, bytes, int | None]:
         """Parse, decode, score and encode one request (in a worker thread): the status, the
@@ -294,6 +311,32 @@ def create_app(model_dirs: Sequence[Path | str | tuple[str, Path | str]], token:
             header["id"] = request["id"]
         payload, json_length = encode_response(header, outputs, chosen)
         return 200, payload, json_length
+
+    # --- signed embeddings (normalcy.embeddings.service) -----------------------------------
+    @app.post("/v2/embeddings/sign")
+    async def sign_embeddings(request: Request):
+        return await run_signing("sign", request)
+
+    @app.post("/v2/embeddings/verify")
+    async def verify_embeddings(request: Request):
+        return await run_signing("verify", request)
+
+    async def run_signing(action: str, request: Request) -> Response:
+        if signing is None:
+            raise HTTPError(404, "this server does not sign or verify embeddings (start it with --signing-key KEY "
+                                 "or --verify-key KEY.pub)")
+        if action == "sign" and signing.private_key is None:
+            raise HTTPError(404, "this server only verifies embeddings: it was started without --signing-key")
+        body = await read_request(request)
+        status, payload = await run_work(sign_work, getattr(signing, action), body)
+        return Response(payload, status_code=status, media_type="application/json")
+
+    def sign_work(action, body: bytes) -> tuple[int, bytes]:
+        try:
+            request = split_body(body, None)[0]
+            return 200, json.dumps(action(request)).encode()
+        except DataError as exc:
+            return 400, json.dumps({"error": str(exc)}).encode()
 
     # --- operations and the page --------------------------------------------------------
     @app.get("/metrics")
@@ -470,6 +513,8 @@ def route_of(path: str) -> tuple[str | None, str]:
         return None, "health"
     if path.startswith("/v2/repository"):
         return None, "repository"
+    if path in ("/v2/embeddings/sign", "/v2/embeddings/verify"):
+        return None, path.rsplit("/", 1)[1]
     if path in ("/metrics",):
         return None, "metrics"
     if path == "/" or path.startswith("/static/"):
