@@ -142,7 +142,7 @@ def test_models_lists_every_detector_with_its_parameters():
     result = run("image", "models")
     assert result.returncode == 0, result.stderr
     names = [line.split(":")[0] for line in result.stdout.splitlines() if not line.startswith(" ")]
-    assert names == ["patchcore", "padim", "gaussian"]
+    assert names == ["patchcore", "padim", "gaussian", "simplenet", "fastflow", "draem"]
     assert "coreset_ratio=0.01" in result.stdout and "threads=None" in result.stdout
 
 
@@ -259,7 +259,7 @@ def test_mask_size_mismatch_fails_clearly(model, data, tmp_path):
 def test_benchmark_follows_the_project_convention(data, tmp_path):
     out = tmp_path / "bench.json"
     result = run("image", "benchmark", "--data", str(data), "--json", str(out), "--models", "gaussian",
-                 "--image-size", "64", "--threads", "1")
+                 "--image-size", "64", "--threads", "1", "--synthetic", "3")
     assert result.returncode == 0, result.stderr
     doc = json.loads(out.read_text())
     assert {"machine", "versions", "records"} <= set(doc)
@@ -267,7 +267,8 @@ def test_benchmark_follows_the_project_convention(data, tmp_path):
     assert record["detector"] == "gaussian" and record["dataset"] == "parts"
     assert record["fit_seconds"] > 0 and record["peak_memory_mb"] > 0
     assert record["pixel_auroc"] is None  # the Gaussian model scores whole images only
-    assert "| gaussian | parts |" in out.with_suffix(".md").read_text()
+    assert 0.0 <= record["synthetic_image_auroc"] <= 1.0  # scored on the 3 synthetic defects too
+    assert "| gaussian | normalcy | parts |" in out.with_suffix(".md").read_text()
 
 
 def test_benchmark_refuses_an_unknown_detector_before_running(data, tmp_path):

@@ -234,3 +234,51 @@ def test_load_mask_for_unreadable_mask_raises(tmp_path):
     with pytest.raises(DataError, match="m.png"):
         load_mask_for(ImageSample(image_path, 1, "x", mask_path), (12, 16))
 
+
+
+# --- MVTec LOCO masks and test-only sets --------------------------------------------------------
+
+
+def test_loco_mask_folders_are_read_as_the_union_of_their_regions(tmp_path):
+    root = tmp_path / "loco"
+    _image(root / "train" / "good" / "000.png")
+    _image(root / "test" / "good" / "000.png")
+    _image(root / "test" / "logical_anomalies" / "000.png")
+    _mask(root / "ground_truth" / "logical_anomalies" / "000" / "000.png", box=(1, 1, 3, 3))
+    _mask(root / "ground_truth" / "logical_anomalies" / "000" / "001.png", box=(10, 8, 14, 11))
+    (sample,) = [s for s in load_dataset(root).test if s.label == 1]
+    assert sample.mask_path == root / "ground_truth" / "logical_anomalies" / "000"
+    mask = load_mask_for(sample, (12, 16))
+    expected = np.zeros((12, 16), dtype=bool)
+    expected[1:3, 1:3] = True
+    expected[8:11, 10:14] = True
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_a_loco_region_mask_of_the_wrong_size_names_itself(tmp_path):
+    root = tmp_path / "loco"
+    _image(root / "train" / "good" / "000.png")
+    _image(root / "test" / "structural_anomalies" / "000.png")
+    _mask(root / "ground_truth" / "structural_anomalies" / "000" / "000.png")
+    bad = _mask(root / "ground_truth" / "structural_anomalies" / "000" / "001.png", size=(8, 8))
+    (sample,) = load_dataset(root).test
+    with pytest.raises(DataError, match=f"mask {bad} is 8x8"):
+        load_mask_for(sample, (12, 16))
+
+
+def test_an_empty_loco_mask_folder_fails_clearly(tmp_path):
+    root = tmp_path / "loco"
+    _image(root / "train" / "good" / "000.png")
+    _image(root / "test" / "logical_anomalies" / "000.png")
+    (root / "ground_truth" / "logical_anomalies" / "000").mkdir(parents=True)
+    with pytest.raises(DataError, match="holds no mask images"):
+        load_dataset(root)
+
+
+def test_a_test_only_mvtec_set_loads_without_training_images(tmp_path):
+    root = tmp_path / "synthetic"
+    _image(root / "test" / "good" / "000.png")
+    _image(root / "test" / "perlin" / "000_0.png")
+    _mask(root / "ground_truth" / "perlin" / "000_0_mask.png")
+    ds = load_dataset(root)
+    assert ds.layout == "mvtec" and ds.train == [] and len(ds.test) == 2

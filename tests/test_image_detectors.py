@@ -23,8 +23,11 @@ from normalcy.core.checks import assert_same_scores
 from normalcy.core.errors import DataError, ModelFileError, NotFittedError
 from normalcy.core.registry import detectors
 from normalcy.core.threshold import FalseAlarmRate, Fixed
-from normalcy.image import DEFAULT, GaussianAD, PaDiM, PatchCore
-from normalcy.image.patchcore import MIN_BANK, greedy_coreset
+from normalcy.image import DEFAULT, DRAEM, FastFlow, GaussianAD, PaDiM, PatchCore, SimpleNet
+from normalcy.image import patchcore
+from normalcy.image.backbone import to_tensor
+from normalcy.image.base import PAD_VALUE, load_square, upsample_map
+from normalcy.image.patchcore import MIN_BANK, chunked_coreset, greedy_coreset
 
 from conftest import IMAGE_SIZE, SQUARE, make_detector
 
@@ -32,8 +35,9 @@ ALL = ["patchcore", "padim", "gaussian"]
 WITH_MAPS = ["patchcore", "padim"]
 
 
-def test_the_registry_names_the_three_detectors_default_first():
-    assert detectors("image") == {"patchcore": PatchCore, "padim": PaDiM, "gaussian": GaussianAD}
+def test_the_registry_names_the_detectors_default_first():
+    assert detectors("image") == {"patchcore": PatchCore, "padim": PaDiM, "gaussian": GaussianAD,
+                                  "simplenet": SimpleNet, "fastflow": FastFlow, "draem": DRAEM}
     assert list(detectors("image"))[0] == DEFAULT
     assert {cls.modality for cls in detectors("image").values()} == {"image"}
 
@@ -242,6 +246,7 @@ def test_bad_image_size_raises_data_error(size, image_data):
     ("padim", "regularization", float("nan")),
     ("padim", "n_features", 0),
     ("padim", "seed", "a"),
+    ("padim", "resize", "crop"),
 ])
 def test_bad_parameters_raise_data_error_naming_them_before_any_work(name, param, value, image_data, monkeypatch):
     det = make_detector(name, **{param: value})
@@ -376,6 +381,81 @@ def test_padim_channel_subset(image_data):
     assert roc_auc_score(image_data.labels, det.decision_function(image_data.test)) >= 0.9
     with pytest.raises(DataError, match="n_features"):
         make_detector("padim", n_features=10_000).fit(image_data.train)
+
+
+def test_chunked_coreset_is_greedy_selection_on_one_chunk():
+    feats = torch.from_numpy(np.random.default_rng(2).normal(size=(500, 12)).astype(np.float32))
+    np.testing.assert_array_equal(chunked_coreset(feats, 40, 8, 3, chunk=500), greedy_coreset(feats, 40, 8, 3))
+
+
+def test_chunked_coreset_keeps_each_chunks_share_by_greedy_selection():
+    feats = torch.from_numpy(np.random.default_rng(3).normal(size=(1000, 12)).astype(np.float32))
+    idx = chunked_coreset(feats, 100, 0, 1, chunk=300)  # chunks of 250 rows: 25 picks each
+    assert len(idx) == 100 and len(set(idx.tolist())) == 100
+    for c in range(4):
+        part = idx[(idx >= 250 * c) & (idx < 250 * (c + 1))]
+        np.testing.assert_array_equal(part, 250 * c + greedy_coreset(feats[250 * c : 250 * (c + 1)], 25, 0, 1))
+    uneven = chunked_coreset(feats, 101, 0, 1, chunk=300)  # shares by largest remainders
+    assert len(uneven) == 101
+
+
+def test_chunked_coreset_work_grows_linearly_with_the_rows(monkeypatch):
+    """Greedy selection of k rows among m costs k * m; with a fixed share kept, chunking makes
+    the total linear in the rows where one selection would be quadratic."""
+    work = []
+    real = patchcore.greedy_coreset
+    monkeypatch.setattr(patchcore, "greedy_coreset", lambda f, k, p, s: work.append(k * len(f)) or real(f, k, p, s))
+    totals = []
+    for rows in (1000, 2000, 4000):
+        work.clear()
+        feats = torch.from_numpy(np.random.default_rng(rows).normal(size=(rows, 8)).astype(np.float32))
+        chunked_coreset(feats, rows // 20, 0, 0, chunk=500)
+        totals.append(sum(work))
+    assert totals[1] == 2 * totals[0] and totals[2] == 4 * totals[0]
+
+
+def test_chunked_coreset_covers_the_rows_about_as_well_as_one_selection():
+    rng = np.random.default_rng(4)
+    feats = torch.from_numpy(np.concatenate([rng.normal(c, 1.0, size=(400, 6)) for c in range(5)]).astype(np.float32))
+
+    def radius(idx):  # the largest distance from a row to its nearest kept row
+        return torch.cdist(feats, feats[idx]).min(1).values.max().item()
+
+    assert radius(chunked_coreset(feats, 100, 0, 0, chunk=500)) <= 1.5 * radius(greedy_coreset(feats, 100, 0, 0))
+
+
+# --- aspect ratios -------------------------------------------------------------------------------------
+
+
+def test_padding_keeps_the_aspect_ratio_and_maps_stay_in_image_coordinates(image_data):
+    """Wide images (64 x 128) with a square defect: padded to the square, the map's peak is at
+    the defect once the map is brought back to the image's own size."""
+    rng = np.random.default_rng(8)
+    wide = [np.concatenate([a, b], axis=1) for a, b in zip(image_data.train, image_data.train[::-1])]
+    det = make_detector("patchcore", image_size=128, resize="pad").fit(wide)
+    image = np.concatenate([image_data.normal[0], image_data.normal[1]], axis=1)
+    row, col = int(rng.integers(20, 30)), int(rng.integers(80, 100))
+    image[row : row + SQUARE, col : col + SQUARE] = 255
+    anomaly_map = det.explain([image]).localization[0]
+    assert anomaly_map.shape == (128, 128)
+    r, c = np.unravel_index(np.argmax(upsample_map(anomaly_map, (64, 128))), (64, 128))
+    assert row - 4 <= r < row + SQUARE + 4 and col - 4 <= c < col + SQUARE + 4
+
+
+def test_under_padding_the_image_score_ignores_the_padding(image_data):
+    det = make_detector("patchcore", image_size=64, resize="pad").fit(image_data.train)
+    tall = [np.concatenate([image_data.normal[0], image_data.normal[1]], axis=0)]  # 128 x 64
+    square, (box,) = load_square(tall, 64, "pad")
+    assert box == (0, 16, 64, 32)  # 64 x 32 in the square, centred
+    assert (square[0][:, :16] == PAD_VALUE).all() and (square[0][:, 48:] == PAD_VALUE).all()
+    patch = det._score_encoded(det._encode(to_tensor(square)))[0]  # the 8 x 8 patch grid
+    assert det.decision_function(tall)[0] == float(patch[:, 2:6].max())
+
+
+def test_squash_and_pad_agree_on_square_images(fitted, image_data):
+    padded = make_detector("patchcore", resize="pad").fit(image_data.train)
+    np.testing.assert_array_equal(padded.decision_function(image_data.test),
+                                  fitted("patchcore").decision_function(image_data.test))
 
 
 # --- save and load -----------------------------------------------------------------------------------

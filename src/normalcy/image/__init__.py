@@ -7,7 +7,10 @@ in the order imported here: the order of `normalcy image models` and of the benc
 from normalcy.image.patchcore import PatchCore  # isort: skip
 from normalcy.image.padim import PaDiM  # isort: skip
 from normalcy.image.gaussian import GaussianAD  # isort: skip
+from normalcy.image.simplenet import SimpleNet  # isort: skip
+from normalcy.image.fastflow import FastFlow  # isort: skip
+from normalcy.image.draem import DRAEM  # isort: skip
 
 DEFAULT = "patchcore"
 
-__all__ = ["DEFAULT", "GaussianAD", "PaDiM", "PatchCore"]
+__all__ = ["DEFAULT", "DRAEM", "FastFlow", "GaussianAD", "PaDiM", "PatchCore", "SimpleNet"]

@@ -1,14 +1,18 @@
 """What every image detector shares: reading and resizing images, batched backbone features,
 and turning patch scores into smoothed per-pixel maps.
 
-The whole image is resized to image_size x image_size (no centre crop: a crop can cut small
-defects at the border out of the frame). Maps come back at that working resolution; use
-`upsample_map` to bring one to an image's original size.
+The whole image goes to the image_size x image_size working square (no centre crop: a crop can
+cut small defects at the border out of the frame), by `resize`: "squash" stretches it to the
+square, "pad" scales it to fit inside and pads the rest with grey (aspect ratio kept). With
+padding, image scores and maps cover the image, not the padding: the map's image region is
+cropped and stretched back to the square, so every map is image_size x image_size in the
+image's own coordinates either way. Use `upsample_map` to bring one to the image's size.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 from abc import abstractmethod
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +38,8 @@ ImageInput = Sequence[str | Path | np.ndarray] | np.ndarray
 MIN_IMAGE_SIZE = 32
 MAX_IMAGE_SIZE = 1024
 MAP_SIGMA = 4.0  # Gaussian smoothing of maps, in pixels at a 256-pixel working size
+RESIZE_MODES = ("squash", "pad")
+PAD_VALUE = 127  # grey: zero after the backbone's normalisation
 
 
 class ImageDetector(Detector):
@@ -45,6 +51,8 @@ class ImageDetector(Detector):
       "efficientnet-lite1" or "efficientnet-lite2".
     - image_size: images are resized, whole, to this square size (default 256; a multiple of
       16 in [32, 1024]); maps come back at this size.
+    - resize: how an image reaches the square: "squash" (default: stretched) or "pad"
+      (aspect ratio kept, grey padding; for sets whose images differ in shape).
     - batch_size: images per backbone pass (default 8); scores do not depend on it.
     - threads: CPU threads for torch, faiss and BLAS during fit and scoring (default None:
       the libraries' own choice).
@@ -53,7 +61,8 @@ class ImageDetector(Detector):
 
     A subclass implements `_fit_encoded` (learn from an iterator of feature batches) and
     `_score_encoded` (one batch of features -> N x h x w patch scores, or N image scores for a
-    detector without maps), `_get_state` / `_set_state` as any detector, and `_check_params`
+    detector without maps; `_image_score` turns one map into the image's score, its largest
+    value by default), `_get_state` / `_set_state` as any detector, and `_check_params`
     for its own parameters. `_encode` (patch features by default) turns a normalised batch of
     images into the features both hooks see.
     """
@@ -69,19 +78,21 @@ class ImageDetector(Detector):
         batch_size: int = 8,
         threads: int | None = None,
         weights: str | None = None,
+        resize: str = "squash",
     ):
         self.backbone = backbone
         self.image_size = image_size
         self.batch_size = batch_size
         self.threads = threads
         self.weights = weights
+        self.resize = resize
 
     # --- public contract ---------------------------------------------------------------
     def fit(self, X: ImageInput, y=None) -> "ImageDetector":
         self._check_params()
         images = _as_items(X)
         with thread_limit(self.threads):
-            self._fit_encoded(self._batches(images, "fit"), len(images))
+            self._fit_encoded((feats for feats, _ in self._batches(images, "fit")), len(images))
         return self
 
     def decision_function(self, X: ImageInput) -> np.ndarray:
@@ -107,7 +118,8 @@ class ImageDetector(Detector):
         return Explanation(scores, localization=maps)
 
     def _check_params(self) -> None:
-        if self.backbone not in BACKBONES:
+        uses_backbone = "backbone" in self.get_params(deep=False)  # DRAEM has none
+        if uses_backbone and self.backbone not in BACKBONES:
             raise DataError(f"unknown backbone {self.backbone!r}; expected one of {', '.join(BACKBONES)}")
         if not (is_int(self.image_size) and MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE):
             raise DataError(
@@ -118,8 +130,10 @@ class ImageDetector(Detector):
         if not (is_int(self.batch_size) and self.batch_size >= 1):
             raise DataError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         check_threads(self.threads)
-        if self.weights is not None and not isinstance(self.weights, str):
+        if uses_backbone and self.weights is not None and not isinstance(self.weights, str):
             raise DataError(f"weights must be a file path (a str) or None, got {self.weights!r}")
+        if self.resize not in RESIZE_MODES:
+            raise DataError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
 
     # --- hooks -------------------------------------------------------------------------
     _fitted_attribute: str = ""
@@ -136,6 +150,10 @@ class ImageDetector(Detector):
         """Backbone features of a normalised batch; patch features unless overridden."""
         return patch_features(self.extractor, batch)
 
+    def _image_score(self, patch: torch.Tensor) -> float:
+        """One image's score from its h x w patch scores (its image region, under padding)."""
+        return float(patch.max())
+
     # --- shared machinery ----------------------------------------------------------------
     @property
     def extractor(self) -> EfficientNetLiteFeatures:
@@ -147,38 +165,46 @@ class ImageDetector(Detector):
 
     def _score(self, X: ImageInput, maps: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Image scores, and maps if asked for and the detector gives them. An image's score
-        is its largest patch score, taken before the map is smoothed."""
+        comes from its patch scores before the map is smoothed (`_image_score`)."""
         self._check_fitted(self._fitted_attribute)
         images = _as_items(X)
         scores, smoothed = [], []
         with thread_limit(self.threads):
-            for feats in self._batches(images, "score"):
+            for feats, boxes in self._batches(images, "score"):
                 out = self._score_encoded(feats)
                 if out.ndim == 1:
                     scores.append(out.numpy())
                     continue
-                scores.append(out.flatten(1).amax(1).numpy())
+                crops = [_crop(patch, box, self.image_size) for patch, box in zip(out, boxes)]
+                scores.append(np.array([self._image_score(c) for c in crops]))
                 if maps:
-                    smoothed.append(self._smooth(out))
+                    smoothed.append(self._smooth(out, boxes))
         return np.concatenate(scores).astype(np.float64), np.concatenate(smoothed) if smoothed else None
 
-    def _batches(self, images: list, desc: str) -> Iterator[torch.Tensor]:
-        """Encoded batches; the next batch is decoded in a thread while this one runs."""
-        size = self.image_size
+    def _batches(self, images: list, desc: str) -> Iterator[tuple[torch.Tensor, list]]:
+        """Encoded batches and each image's box in the square (`load_square`); the next batch
+        is decoded in a thread while this one runs."""
         chunks = [images[i : i + self.batch_size] for i in range(0, len(images), self.batch_size)]
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(_load_resized, chunks[0], size) if chunks else None
+            pending = pool.submit(load_square, chunks[0], self.image_size, self.resize) if chunks else None
             for k in progress(range(len(chunks)), desc=desc, unit="batch"):
-                batch = pending.result()
-                pending = pool.submit(_load_resized, chunks[k + 1], size) if k + 1 < len(chunks) else None
-                yield self._encode(to_tensor(batch))
+                batch, boxes = pending.result()
+                if k + 1 < len(chunks):
+                    pending = pool.submit(load_square, chunks[k + 1], self.image_size, self.resize)
+                yield self._encode(to_tensor(batch)), boxes
 
-    def _smooth(self, patch: torch.Tensor) -> np.ndarray:
-        """N x h x w patch scores -> N x S x S maps, bilinear upsampling then Gaussian blur."""
-        up = F.interpolate(patch[:, None].float(), size=(self.image_size, self.image_size),
-                           mode="bilinear", align_corners=False)[:, 0].numpy()
-        sigma = MAP_SIGMA * self.image_size / 256
-        return np.stack([gaussian_filter(m, sigma, truncate=4.0) for m in up]).astype(np.float32)
+    def _smooth(self, patch: torch.Tensor, boxes: list | None = None) -> np.ndarray:
+        """N x h x w patch scores -> N x S x S maps, bilinear upsampling then Gaussian blur; under
+        padding each map's image region is then stretched back to S x S."""
+        size = self.image_size
+        up = F.interpolate(patch[:, None].float(), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+        sigma = MAP_SIGMA * size / 256
+        out = np.stack([gaussian_filter(m, sigma, truncate=4.0) for m in up.numpy()]).astype(np.float32)
+        for i, box in enumerate(boxes or []):
+            if box is not None:
+                top, left, h, w = box
+                out[i] = upsample_map(out[i, top : top + h, left : left + w], (size, size))
+        return out
 
 
 def scores_and_maps(detector: ImageDetector, X: ImageInput) -> tuple[np.ndarray, np.ndarray | None]:
@@ -239,8 +265,40 @@ def _as_items(X: ImageInput) -> list:
     return items
 
 
-def _load_resized(items: list, size: int) -> list[np.ndarray]:
-    return [_resize(read_image(it) if isinstance(it, (str, Path)) else _check_array(it), size) for it in items]
+def load_square(items: list, size: int, resize: str = "squash") -> tuple[list[np.ndarray], list]:
+    """Images (paths or arrays) read and brought to size x size uint8 by `resize`, and each
+    one's (top, left, height, width) image region in the square (None when squashed)."""
+    images, boxes = [], []
+    for it in items:
+        image = read_image(it) if isinstance(it, (str, Path)) else _check_array(it)
+        square, box = _letterbox(image, size) if resize == "pad" else (_resize(image, size), None)
+        images.append(square)
+        boxes.append(box)
+    return images, boxes
+
+
+def _letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
+    """The image scaled to fit size x size with its aspect ratio, centred on grey."""
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if (nh, nw) == (size, size):
+        return _resize(image, size), None
+    canvas = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    canvas[top : top + nh, left : left + nw] = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
+    return canvas, (top, left, nh, nw)
+
+
+def _crop(patch: torch.Tensor, box, size: int) -> torch.Tensor:
+    """The patch scores over an image's region of the square (all of them without a box)."""
+    if box is None:
+        return patch
+    top, left, h, w = box
+    scale = patch.shape[-1] / size
+    r0, c0 = int(top * scale), int(left * scale)
+    r1, c1 = max(r0 + 1, math.ceil((top + h) * scale)), max(c0 + 1, math.ceil((left + w) * scale))
+    return patch[r0:r1, c0:c1]
 
 
 def _check_array(image) -> np.ndarray:

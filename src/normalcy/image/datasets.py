@@ -2,15 +2,20 @@
 
 `load_dataset(root)` recognises two layouts and only lists files; no pixels are read here.
 
-MVTec layout (``layout == "mvtec"``), chosen when ``root/train/`` is a directory::
+MVTec layout (``layout == "mvtec"``), chosen when ``root/train/`` or ``root/test/`` is a
+directory::
 
-    root/train/good/*                    normal training images (required, non-empty)
+    root/train/good/*                    normal training images (non-empty if train/ exists)
     root/test/<defect>/*                 test images; <defect> == "good" means normal
     root/ground_truth/<defect>/<stem>_mask.png   pixel mask of test/<defect>/<stem>.*
                                          (``<stem>.png`` is accepted too, as some converted
                                          datasets name them; ``_mask.png`` wins if both exist)
+    root/ground_truth/<defect>/<stem>/*.png      MVTec LOCO: one file per defect region;
+                                         the mask is their union
 
-  ``root/test/`` is optional (a training-only dataset has ``test == []``). Files lying directly
+  ``root/test/`` is optional (a training-only dataset has ``test == []``), and so is
+  ``root/train/`` (a test-only set, as `normalcy image synthesize` writes, has ``train ==
+  []``: it can be evaluated on, not fitted on). Files lying directly
   in ``root/test/`` and hidden folders are ignored. Normal ("good") test images never get a
   mask path: their mask is all zero by definition. An anomalous test image without a mask
   file gets ``mask_path=None``: it still counts for image-level metrics, but has no pixel
@@ -92,6 +97,10 @@ def _find_mask(mask_dir: Path, stem: str) -> Path | None:
     for candidate in _mask_candidates(mask_dir, stem):
         if candidate.is_file():
             return candidate
+    if (mask_dir / stem).is_dir():  # MVTec LOCO: a folder of region masks
+        if not list_images(mask_dir / stem):
+            raise DataError(f"mask folder {mask_dir / stem} holds no mask images; expected one PNG per defect region")
+        return mask_dir / stem
     return None
 
 
@@ -116,17 +125,19 @@ def _anomalous_samples(images: list[Path], folder: Path, defect: str,
 
 def _load_mvtec(root: Path) -> ImageDataset:
     train_dir = root / "train" / NORMAL_DEFECT
-    if not train_dir.is_dir():
-        raise DataError(
-            f"{root} looks like an MVTec-style dataset (it has a train/ folder) but "
-            f"{train_dir} is missing; expected normal training images there"
-        )
-    train = list_images(train_dir)
-    if not train:
-        raise DataError(
-            f"no training images found in {train_dir} (looked for files ending in "
-            f"{', '.join(IMAGE_SUFFIXES)})"
-        )
+    train: list[Path] = []
+    if (root / "train").is_dir():
+        if not train_dir.is_dir():
+            raise DataError(
+                f"{root} looks like an MVTec-style dataset (it has a train/ folder) but "
+                f"{train_dir} is missing; expected normal training images there"
+            )
+        train = list_images(train_dir)
+        if not train:
+            raise DataError(
+                f"no training images found in {train_dir} (looked for files ending in "
+                f"{', '.join(IMAGE_SUFFIXES)})"
+            )
 
     test: list[ImageSample] = []
     test_dir = root / "test"
@@ -198,9 +209,23 @@ def load_dataset(root: str | Path) -> ImageDataset:
         raise DataError(f"dataset folder {root} does not exist")
     if not root.is_dir():
         raise DataError(f"dataset path {root} is not a directory; expected a dataset folder")
-    if (root / "train").is_dir():
+    if (root / "train").is_dir() or (root / "test").is_dir():
         return _load_mvtec(root)
     return _load_folder(root)
+
+
+def missing_normals(dataset: ImageDataset) -> str:
+    """Where a dataset's normal test images belong, for an error that names the folder."""
+    if dataset.layout == "mvtec":
+        return f"{dataset.root / 'test' / NORMAL_DEFECT} (missing or without images)"
+    return f"{dataset.root / FOLDER_TEST_NORMAL_DIRS[0]} (or {FOLDER_TEST_NORMAL_DIRS[1]}/; neither holds images)"
+
+
+def missing_anomalies(dataset: ImageDataset) -> str:
+    """Where a dataset's anomalous test images belong."""
+    if dataset.layout == "mvtec":
+        return f"{dataset.root / 'test'}/<defect>/ (no folder besides good/ holds images)"
+    return f"{dataset.root / FOLDER_ANOMALOUS_DIRS[0]} (or {', '.join(FOLDER_ANOMALOUS_DIRS[1:])}; none holds images)"
 
 
 def load_mask_for(
@@ -217,7 +242,8 @@ def load_mask_for(
     * an all-False mask when the sample is normal (label 0) and has no mask file;
     * None when the sample is anomalous but has no mask (no pixel ground truth: image-level
       metrics only);
-    * otherwise the mask read from `sample.mask_path`.
+    * otherwise the mask read from `sample.mask_path` (for a folder of region masks, MVTec
+      LOCO's layout, the union of its masks, each checked like a single one).
 
     Raises DataError naming both the mask and the image when the mask's original size
     differs from `image_shape`, since resizing then would silently misalign them.
@@ -230,11 +256,17 @@ def load_mask_for(
         if sample.label == 0:
             return np.zeros(target, dtype=bool)
         return None
-    mask = read_mask(sample.mask_path, max_pixels=max_pixels)
-    if mask.shape != original:
-        raise DataError(
-            f"mask {sample.mask_path} is {mask.shape[1]}x{mask.shape[0]} (width x height) but "
-            f"its image {sample.path} is {original[1]}x{original[0]}; expected the same size"
-        )
-    return resize_mask(mask, target)
+    files = list_images(sample.mask_path) if sample.mask_path.is_dir() else [sample.mask_path]
+    if not files:
+        raise DataError(f"mask folder {sample.mask_path} holds no mask images")
+    union = None
+    for path in files:
+        mask = read_mask(path, max_pixels=max_pixels)
+        if mask.shape != original:
+            raise DataError(
+                f"mask {path} is {mask.shape[1]}x{mask.shape[0]} (width x height) but "
+                f"its image {sample.path} is {original[1]}x{original[0]}; expected the same size"
+            )
+        union = mask if union is None else union | mask
+    return resize_mask(union, target)
 

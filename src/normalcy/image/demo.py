@@ -93,7 +93,7 @@ def run(out: str | Path, threads: int | None = None, *, n_train: int = 40, n_goo
         detector = fit_model(data, build("image", "patchcore", {"threads": threads}), FalseAlarmRate(0.01))
     detector.save(out / "model")
     dataset = load_dataset(data)
-    metrics, _, _ = evaluate(detector, dataset)
+    metrics, _ = evaluate(detector, dataset)
     rows = predict_to_folder(detector, [s.path for s in dataset.test], out / "predictions")
     truth = {str(s.path): s.defect for s in dataset.test}
     items = [{"overlay": f"predictions/{r['overlay']}", "name": Path(r["path"]).relative_to(data / "test").as_posix(),

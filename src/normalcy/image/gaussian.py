@@ -21,8 +21,8 @@ class GaussianAD(ImageDetector):
     """Gaussian AD: Mahalanobis distance of an image's pooled features to the normal ones'.
 
     Scores whole images only (no pixel map, so no `explain`). Parameters: backbone
-    ("efficientnet-lite0"), image_size (256), batch_size (8), threads (None) and weights
-    (None), as for every image detector (`ImageDetector`).
+    ("efficientnet-lite0"), image_size (256), batch_size (8), threads (None), weights (None)
+    and resize ("squash"), as for every image detector (`ImageDetector`).
     """
 
     name = "gaussian"

@@ -28,8 +28,8 @@ class PaDiM(ImageDetector):
     - regularization: added to each covariance's diagonal so it can be inverted (default
       0.01; must be > 0).
     - seed: seed of the channel subset (default 0).
-    - backbone ("efficientnet-lite0"), image_size (256), batch_size (8), threads (None) and
-      weights (None): as for every image detector (`ImageDetector`).
+    - backbone ("efficientnet-lite0"), image_size (256), batch_size (8), threads (None),
+      weights (None) and resize ("squash"): as for every image detector (`ImageDetector`).
     """
 
     name = "padim"
@@ -45,8 +45,9 @@ class PaDiM(ImageDetector):
         batch_size: int = 8,
         threads: int | None = None,
         weights: str | None = None,
+        resize: str = "squash",
     ):
-        super().__init__(backbone, image_size, batch_size, threads, weights)
+        super().__init__(backbone, image_size, batch_size, threads, weights, resize)
         self.n_features = n_features
         self.regularization = regularization
         self.seed = seed

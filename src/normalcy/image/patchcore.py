@@ -3,6 +3,13 @@
 Nothing is trained: `fit` extracts locally aware patch features from the normal images and
 keeps a greedy k-center coreset of them as the memory bank. A test patch's score is the
 distance to its nearest bank entry (faiss); the image score is the largest patch score.
+
+Departure: greedy k-center selection costs (bank size) x (rows), so with a bank that is a
+fixed share of the rows it grows with the square of the training set (685 images 91 s, 950
+images 164 s). Rows are therefore split into consecutive chunks of at most CORESET_CHUNK
+(about 64 images at 256 px) and each chunk keeps its share of the bank by its own greedy
+selection: time grows linearly with the training set, and a set of at most CORESET_CHUNK
+rows is selected exactly as the paper does.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from normalcy.image.base import ImageDetector, is_int
 
 
 MIN_BANK = 1000
+CORESET_CHUNK = 1 << 16  # rows per independent greedy selection
 
 
 class PatchCore(ImageDetector):
@@ -31,8 +39,8 @@ class PatchCore(ImageDetector):
     - projection_dim: dimensions of the random projection the coreset selection measures
       distances in (default 64; 0 selects in the full feature space).
     - seed: seed of the projection and of the coreset's first pick (default 0).
-    - backbone ("efficientnet-lite0"), image_size (256), batch_size (8), threads (None) and
-      weights (None): as for every image detector (`ImageDetector`).
+    - backbone ("efficientnet-lite0"), image_size (256), batch_size (8), threads (None),
+      weights (None) and resize ("squash"): as for every image detector (`ImageDetector`).
     """
 
     name = "patchcore"
@@ -48,8 +56,9 @@ class PatchCore(ImageDetector):
         batch_size: int = 8,
         threads: int | None = None,
         weights: str | None = None,
+        resize: str = "squash",
     ):
-        super().__init__(backbone, image_size, batch_size, threads, weights)
+        super().__init__(backbone, image_size, batch_size, threads, weights, resize)
         self.coreset_ratio = coreset_ratio
         self.projection_dim = projection_dim
         self.seed = seed
@@ -69,7 +78,7 @@ class PatchCore(ImageDetector):
         # A ratio suited to hundreds of images leaves a handful of patches for a dozen, too few
         # to cover normal variation: keep at least MIN_BANK (or every patch, if fewer).
         n_keep = max(math.ceil(self.coreset_ratio * len(feats)), min(MIN_BANK, len(feats)))
-        keep = greedy_coreset(feats, n_keep, self.projection_dim, self.seed)
+        keep = chunked_coreset(feats, n_keep, self.projection_dim, self.seed)
         self.memory_bank_ = feats[keep].numpy().astype(np.float32)
         self._index = None
 
@@ -98,6 +107,22 @@ class PatchCore(ImageDetector):
         expect_arrays(arrays, {"memory_bank": (None, None)})
         self.memory_bank_ = arrays["memory_bank"].astype(np.float32)
         self._index = None
+
+
+def chunked_coreset(features: torch.Tensor, n: int, projection_dim: int, seed: int,
+                    chunk: int = CORESET_CHUNK) -> np.ndarray:
+    """Indices of n rows: consecutive chunks of at most `chunk` rows each keep their share of n
+    (largest remainders) by `greedy_coreset`; one chunk is plain greedy selection."""
+    total = len(features)
+    if n >= total:
+        return np.arange(total)
+    bounds = np.linspace(0, total, -(-total // chunk) + 1).astype(int)
+    sizes = np.diff(bounds)
+    quota = n * sizes / total
+    keep = np.floor(quota).astype(int)
+    keep[np.argsort(keep - quota)[: n - keep.sum()]] += 1
+    return np.concatenate([start + greedy_coreset(features[start:stop], k, projection_dim, seed)
+                           for start, stop, k in zip(bounds[:-1], bounds[1:], keep) if k])
 
 
 def greedy_coreset(features: torch.Tensor, n: int, projection_dim: int, seed: int) -> np.ndarray:

@@ -33,6 +33,8 @@ def fit_model(data: str | Path, detector: ImageDetector, threshold: ThresholdStr
     optimistically low, so they would set it too low.
     """
     dataset = load_dataset(data)
+    if not dataset.train:
+        raise DataError(f"{data} has no training images: expected normal images in {Path(data) / 'train' / 'good'}")
     labelled = None
     if validation is not None:
         val = load_dataset(validation).test
