@@ -22,7 +22,13 @@ PARAMS = {
     "gbt-forecast": {"history": 150, "n_estimators": 10, "refit_every": 100, "likelihood_window": 200},
     "matrix-profile": {"history": 80, "window": 8, "likelihood_window": 200},
     "window-pca": {"history": 80, "window": 8, "likelihood_window": 200},
+    "subsequence-join": {"history": 80, "window": 8, "likelihood_window": 200},
 }
+# The trained window models: tiny networks, a few training steps (tests/test_ts_deep.py uses these).
+TRAINED = {"window": 10, "epochs": 1, "max_steps": 3, "min_train": 40, "history": 120, "likelihood_window": 200}
+GAN = {**TRAINED, "patch": 5, "hidden": 4, "latent": 3, "channels": 4, "n_critic": 1}
+PARAMS |= {"tadgan": {**GAN, "score_window": 4}, "hypad": GAN, "oraclead": {**TRAINED, "hidden": 4, "heads": 1},
+           "themis": {**TRAINED, "channels": 4, "dim": 4, "reference": 50, "neighbors": 5}}
 
 
 def case() -> Case:

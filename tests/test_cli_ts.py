@@ -9,6 +9,7 @@ import subprocess
 import sys
 from unittest import mock
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -50,7 +51,7 @@ def test_fit_says_what_set_the_threshold_and_warns_when_too_few(ts_files):
     warning when they cannot resolve the requested rate."""
     model = load(ts_files.model)
     assert model.calibration_.n_items == 80 and model.calibration_.rule == "fpr:0.01"
-    assert ts_files.fit_stdout.startswith(f"saved multiscale-novelty to {ts_files.model} (threshold ")
+    assert ts_files.fit_stdout.startswith(f"saved subsequence-join to {ts_files.model} (threshold ")
     assert "from 80 held-out readings" in ts_files.fit_stdout
     assert ts_files.fit_stderr.startswith("warning: 80 held-out") and "at least 100" in ts_files.fit_stderr
 
@@ -64,7 +65,7 @@ def test_fit_score_and_evaluate(ts_files, tmp_path):
     result = ts("evaluate", ts_files.model, ts_files.test, "--json", tmp_path / "e.json")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "e.json").read_text())
-    assert metrics["auc_pr"] > 0.1 and metrics["n_readings"] == 200 and metrics["detector"] == "multiscale-novelty"
+    assert metrics["auc_pr"] > 0.1 and metrics["n_readings"] == 200 and metrics["detector"] == "subsequence-join"
     # one evaluate format for every modality (issue 22 item 7): NAME VALUE figures, then the file
     figures, wrote = result.stdout.strip().splitlines()
     assert f"auc_pr {metrics['auc_pr']:.4f}" in figures and "n_readings 200" in figures
@@ -229,3 +230,66 @@ def test_smoke_a_real_process_streams_and_refuses_a_bad_reading(ts_files):
     first, refused, third = (_strict_json(line) for line in result.stdout.splitlines())
     assert first["line"] == 1 and "score" in first and "finite numbers" in refused["error"] and third["line"] == 3
 
+
+
+# --- issue 16 item 6: the frictions a new user met ---------------------------------------------
+
+
+def test_labels_are_never_inputs_and_evaluate_prints_its_metrics(tmp_path):
+    """A label column in the training file is left out of the variables; asked for, it is refused;
+    evaluate without an output option prints the metrics."""
+    metric_frame(400, spike_at=300).to_csv(tmp_path / "train.csv", index=False)  # label column included
+    result = ts("fit", tmp_path / "train.csv", "--out", tmp_path / "m")
+    assert result.returncode == 0, result.stderr
+    assert load(tmp_path / "m").columns_ == ["cpu", "mem"]
+    _one_clear_line(ts("fit", tmp_path / "train.csv", "--out", tmp_path / "x", "--columns", "cpu,label"),
+                    "'label'", "never model inputs")
+    assert not (tmp_path / "x").exists()
+    metric_frame(200, spike_at=150, seed=1, start="2024-01-03").to_csv(tmp_path / "test.csv", index=False)
+    result = ts("evaluate", tmp_path / "m", tmp_path / "test.csv")
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.strip().splitlines()
+    figures = dict(zip(line.split()[0::2], line.split()[1::2]))
+    assert figures["n_readings"] == "200"
+    assert 0 < float(figures["vus_pr"]) <= 1 and figures["n_windows"] == "1"
+
+
+def test_windows_by_row_number_for_a_series_without_time(tmp_path):
+    frame = metric_frame(600, spike_at=500)
+    np.save(tmp_path / "train.npy", frame[["cpu", "mem"]].to_numpy()[:400])
+    np.save(tmp_path / "test.npy", frame[["cpu", "mem"]].to_numpy()[400:])
+    assert ts("fit", tmp_path / "train.npy", "--out", tmp_path / "m").returncode == 0
+    inline = ts("evaluate", tmp_path / "m", tmp_path / "test.npy", "--windows", "98:102", "--json", tmp_path / "a.json")
+    assert inline.returncode == 0, inline.stderr
+    (tmp_path / "w.json").write_text("[[98, 102]]")
+    in_file = ts("evaluate", tmp_path / "m", tmp_path / "test.npy", "--windows", tmp_path / "w.json",
+                 "--json", tmp_path / "b.json")
+    assert in_file.returncode == 0, in_file.stderr
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert a["n_windows"] == b["n_windows"] == 1 and a["vus_pr"] == b["vus_pr"] and a["vus_pr"] > 0.2
+    _one_clear_line(ts("evaluate", tmp_path / "m", tmp_path / "test.npy", "--windows", "150:250"), "150:250",
+                    "200 readings")
+    (tmp_path / "t.json").write_text('[["2024-01-01", "2024-01-02"]]')
+    _one_clear_line(ts("evaluate", tmp_path / "m", tmp_path / "test.npy", "--windows", tmp_path / "t.json"),
+                    "no time column", "row numbers")
+
+
+def test_window_parameters_through_param(ts_files, tmp_path):
+    fitted = ts("fit", ts_files.train, "--out", tmp_path / "j", "--model", "subsequence-join", "--param", "window=12")
+    assert fitted.returncode == 0, fitted.stderr
+    assert load(tmp_path / "j").window_ == 12
+    fitted = ts("fit", ts_files.train, "--out", tmp_path / "s", "--model", "multiscale-novelty",
+                "--param", "windows=[1, 6]", "--param", "tolerances=[0.002, 0.02]", "--param", "spread_window=24")
+    assert fitted.returncode == 0, fitted.stderr
+    assert load(tmp_path / "s").windows == [1, 6]
+
+
+def test_score_names_the_variable_and_gbt_forecast_its_treeshap_evidence(ts_files, tmp_path):
+    fitted = ts("fit", ts_files.train, "--out", tmp_path / "g", "--model", "gbt-forecast", "--param", "n_estimators=10")
+    assert fitted.returncode == 0, fitted.stderr
+    result = ts("score", tmp_path / "g", ts_files.test, "--out", tmp_path / "s.csv")
+    assert result.returncode == 0, result.stderr
+    scores = pd.read_csv(tmp_path / "s.csv")
+    peak = int(scores.score.idxmax())
+    assert peak == 150 and scores.top_variable[peak] == "mem"
+    assert scores.evidence[peak].startswith("mem: reading") and "the forecast rested most on" in scores.evidence[peak]

@@ -96,7 +96,8 @@ def test_fit_keeps_the_threshold_at_or_above_the_alert_level(tmp_path):
 
     times = pd.date_range("2024-01-01", periods=600, freq="5min")
     pd.DataFrame({"timestamp": times, "v": _series(600)}).to_csv(tmp_path / "train.csv", index=False)
-    result = run_in_process("ts", "fit", str(tmp_path / "train.csv"), "--out", str(tmp_path / "m"))
+    result = run_in_process("ts", "fit", str(tmp_path / "train.csv"), "--model", "multiscale-novelty",
+                            "--out", str(tmp_path / "m"))
     assert result.returncode == 0, result.stderr
     model = load(tmp_path / "m")
     assert isinstance(model, MultiScaleNovelty)
@@ -104,6 +105,6 @@ def test_fit_keeps_the_threshold_at_or_above_the_alert_level(tmp_path):
     assert model.threshold_ == MultiScaleNovelty.alert_level
     assert "(threshold 2: fpr:0.01 from 120 held-out readings" in result.stdout
     assert "raised to the detector's alert level 2" in result.stdout
-    explicit = run_in_process("ts", "fit", str(tmp_path / "train.csv"), "--out", str(tmp_path / "f"),
-                              "--threshold", "fixed:0.5")
+    explicit = run_in_process("ts", "fit", str(tmp_path / "train.csv"), "--model", "multiscale-novelty",
+                              "--out", str(tmp_path / "f"), "--threshold", "fixed:0.5")
     assert explicit.returncode == 0 and load(tmp_path / "f").threshold_ == 0.5

@@ -16,6 +16,7 @@ from clirunner import run_in_process
 from metric_frames import metric_frame, ts_files  # noqa: F401 - a shared fixture
 
 from normalcy.core.errors import DataError
+from normalcy.core.modelfile import load
 from normalcy.timeseries.data import TimeSeries
 from normalcy.timeseries.plot import ScoredSeries, chosen_variables, decimate, flagged_spans, plot_png
 from normalcy.timeseries.report import report_html
@@ -167,7 +168,13 @@ def test_score_writes_plot_and_report(ts_files, tmp_path):
     assert Image.open(tmp_path / "p.png").size == (1400, 620)
     spans = _parse((tmp_path / "r.html").read_text()).tables[-1]
     spike = str(pd.Timestamp("2024-01-03") + 150 * pd.Timedelta("5min"))
-    assert spans[1][1:3] == [spike, spike] and spans[1][6] == "mem"  # the spike leads, driven by mem
+    # The spike's span leads, driven by mem; it starts at the spike and, for a windowed default,
+    # lasts while the subsequences ending after it hold the spike.
+    model = load(ts_files.model)
+    reach = pd.Timedelta("5min") * (getattr(model, "window_", None) or getattr(model, "window", None) or 1)
+    start, end = (pd.Timestamp(v) for v in spans[1][1:3])
+    assert start == pd.Timestamp(spike) and pd.Timestamp(spike) <= end < pd.Timestamp(spike) + reach
+    assert spans[1][6] == "mem"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png", "r.html"]  # no temp files left
 
 

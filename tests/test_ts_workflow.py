@@ -84,3 +84,19 @@ def test_constant_variables_warn_and_other_thresholds_are_refused():
         fit_model(series, "rolling-mad", FalseAlarmRate(0.01), holdout=1.0)
     with pytest.raises(DataError, match="unknown timeseries detector 'nope'"):
         fit_model(series, "nope", FalseAlarmRate(0.01))
+
+
+def test_range_novelty_threshold_is_never_the_smallest_float():
+    """Issue 16 item 6: held-out scores of range-novelty are mostly exactly 0, and fpr:0.01 set its
+    threshold to 5e-324 (any new extreme alerted). Its alert level floors it, in its own units:
+    a reading beyond its past range by `alert_level` of that range."""
+    rng = np.random.default_rng(3)
+    series = TimeSeries(np.sin(np.arange(400) / 7)[:, None] + 0.01 * rng.normal(size=(400, 1)), ["v"])
+    with pytest.warns(CalibrationWarning):
+        detector = fit_model(series, "range-novelty", FalseAlarmRate(0.01), params={"history": 200})
+    assert detector.threshold_ == detector.alert_level > 1e-3
+    assert "raised to the detector's alert level" in detector.calibration_.method
+    remembered = series.values[-200:]  # the range is that of the last `history` readings
+    peak, span = remembered.max(), np.ptp(remembered)
+    barely, clearly = peak + 0.5 * detector.alert_level * span, peak + 2 * detector.alert_level * span
+    assert detector.score_one([barely]) < detector.threshold_ <= detector.score_one([clearly])

@@ -10,7 +10,7 @@ import typer
 
 from normalcy.cli.common import PARAM, model_help
 
-DEFAULT = "multiscale-novelty"  # normalcy.timeseries.DEFAULT, without importing the modality for --help
+DEFAULT = "subsequence-join"  # normalcy.timeseries.DEFAULT, without importing the modality for --help
 app = typer.Typer(help="Time series: an anomaly score per reading, batch or streaming.", no_args_is_help=True)
 
 TIME = typer.Option(None, "--time-column", help="Timestamp column (default: 'timestamp', 'time', 'date' or a datetime index).")
@@ -45,9 +45,9 @@ def fit(
     strategy = parse_threshold(threshold)
     params = {**({"history": history} if history is not None else {}),
               **parse_params(param, detector_class("timeseries", model))}
-    series = _read(data, time_column, columns, duplicates)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        series = _read(data, time_column, columns, duplicates)
         detector = fit_model(series, model, strategy, holdout, params, name=str(data))
     detector.save(out)
     echo_fit(detector, model, out, "readings")  # it states the calibration's caveat itself
@@ -68,7 +68,8 @@ def models():
 def score(
     model_dir: Path = typer.Argument(..., help="Model folder written by `normalcy ts fit`."),
     data: Path = typer.Argument(..., help="The series that follows the training data."),
-    out: Path = typer.Option(None, "--out", help="CSV to write: time, score, label, top variable."),
+    out: Path = typer.Option(None, "--out", help="CSV to write: time, score, label, the variable behind each score "
+                             "and, for detectors that give it (gbt-forecast's TreeSHAP), the evidence."),
     plot: Path = PLOT, report: Path = REPORT,
     time_column: str = TIME, duplicates: str = DUPLICATES,
 ):
@@ -87,6 +88,8 @@ def score(
     threshold = detector._require_threshold()
     frame = pd.DataFrame({"time": series.index, "score": scores, "label": (scores >= threshold).astype(int),
                           "top_variable": [top[0] for top in explanation.top()]})
+    if explanation.evidence and any(explanation.evidence):  # e.g. gbt-forecast's TreeSHAP attributions
+        frame["evidence"] = ["; ".join(e) for e in explanation.evidence]
     files = {out: frame.to_csv(index=False)} if out else {}
     files |= _pictures(ScoredSeries(series, scores, per_variable, threshold), f"{data.name}: {detector.name}",
                        {"model": str(model_dir), "data": str(data)}, None, plot, report)
@@ -98,11 +101,12 @@ def score(
 def evaluate(
     model_dir: Path = typer.Argument(..., help="Model folder."),
     data: Path = typer.Argument(..., help="Labelled series: value columns plus a 0/1 label column (or --windows)."),
-    json_path: Path = typer.Option(None, "--json", help="Where to write the metrics."),
+    json_path: Path = typer.Option(None, "--json", help="Where to write the metrics (they are printed either way)."),
     plot: Path = PLOT, report: Path = REPORT,
     label_column: str = typer.Option("label", "--label-column", help="The 0/1 anomaly label column."),
-    windows_path: Path = typer.Option(None, "--windows", help="Labelled windows instead of a label column: JSON "
-                                      "[[start, end], ...] timestamps, or NAB's combined_windows.json."),
+    windows_path: str = typer.Option(None, "--windows", help="Labelled windows instead of a label column: a JSON file "
+                                     "of [[start, end], ...] (timestamps, or row numbers from 0, ends included), NAB's "
+                                     "combined_windows.json, or row ranges inline: 100:120,300:310."),
     time_column: str = TIME, duplicates: str = DUPLICATES,
 ):
     """AUC-PR, VUS-PR, PATE and event-wise F1 of causal scores against labelled windows."""
@@ -111,13 +115,14 @@ def evaluate(
     from normalcy.cli.common import echo_metrics
     from normalcy.core.errors import DataError
     from normalcy.timeseries import metrics as ts_metrics
-    from normalcy.timeseries.benchmark import threshold_free
-    from normalcy.timeseries.data import load_series
+    from normalcy.timeseries.data import is_label_column, load_series
     from normalcy.timeseries.plot import ScoredSeries
 
-    if not (json_path or plot or report):
-        raise DataError("nothing to write: give --json, --plot or --report")
     detector = _load(model_dir)
+    inputs = [c for c in detector.columns_ if is_label_column(c) or c == label_column]
+    if inputs:
+        raise DataError(f"{model_dir} takes the label column(s) {', '.join(map(repr, inputs))} as input; labels must "
+                        "never be model inputs: fit it again without them")
     series = _read(data, time_column, ",".join(detector.columns_), duplicates)
     if windows_path is not None:
         windows = _windows(windows_path, data, series)
@@ -128,18 +133,27 @@ def evaluate(
         labels = load_series(data, time_column, [label_column], duplicates, missing="error").values[:, 0]
         if not np.isin(labels, (0, 1)).all():
             raise DataError(f"{data}: label column {label_column!r} must hold only 0 and 1")
-        windows = [(a, b - 1) for a, b in ts_metrics.ranges(labels.astype(np.int8))]
+        labels = labels.astype(np.int8)
+        windows = [(a, b - 1) for a, b in ts_metrics.ranges(labels)]
     explanation = detector.explain(series)
     scores = explanation.scores
     threshold = detector._require_threshold()
-    flags = (scores >= threshold).astype(np.int8)
-    metrics = {**threshold_free([(scores, windows)], probation=0.0),
-               "event_f1_at_threshold": ts_metrics.event_f1(labels, flags) if windows else None,
-               "n_windows": len(windows), "n_readings": len(scores)}
+    metrics = {**_labelled_metrics(labels, scores, threshold), "n_windows": len(windows), "n_readings": len(scores)}
     _write_all(_pictures(ScoredSeries(series, scores, explanation.contributions, threshold, windows),
                          f"{data.name}: {detector.name}", {"model": str(model_dir), "data": str(data)},
                          metrics, plot, report))
     echo_metrics({"model": str(model_dir), "detector": detector.name, "data": str(data), **metrics}, json_path)
+
+
+def _labelled_metrics(labels, scores, threshold) -> dict:
+    """The threshold-free metrics and event-wise F1 at the threshold; None where the labels
+    have no anomaly (or nothing else), which leaves them undefined."""
+    from normalcy.timeseries import metrics as m
+
+    if labels.min() == labels.max():
+        return {"vus_pr": None, "pate": None, "auc_pr": None, "event_f1_at_threshold": None}
+    return {"vus_pr": m.vus_pr(labels, scores), "pate": m.pate(labels, scores), "auc_pr": m.auc_pr(labels, scores),
+            "event_f1_at_threshold": m.event_f1(labels, (scores >= threshold).astype("int8"))}
 
 
 @app.command()
@@ -202,21 +216,56 @@ def _reading(line: str):
 
 @app.command()
 def benchmark(
-    data: Path = typer.Option(..., "--data", help="A NAB folder (data/ and labels/combined_windows.json)."),
+    data: Path = typer.Option(None, "--data", help="A folder holding corpora: NAB (data/, labels/combined_windows.json) "
+                              "and telemanom-style ones such as NASA MSL (labeled_anomalies.csv, train/, test/), "
+                              "found up to two levels down."),
     json_path: Path = typer.Option(..., "--json", help="JSON results; a Markdown table is written beside it (.md)."),
-    models: str = typer.Option(None, "--models", help="Comma-separated detectors (default: all)."),
+    detectors_option: str = typer.Option(None, "--detectors", "--models", help="Comma-separated detectors and baselines "
+                                         "(zscore, constant, random, ab-join); 'default' names the default; "
+                                         "NAME:PARAM=VALUE:... a detector with parameters changed (default: every "
+                                         "registered detector and every baseline)."),
+    peer: list[str] = typer.Option(None, "--peer", help="LIBRARY=PYTHON: run a peer library's algorithms with the "
+                                   "Python of its own environment, e.g. tsb-ad=/tmp/peers/tsbad/bin/python; "
+                                   "LIBRARY=cached reads its cached scores without running it."),
+    cache: Path = typer.Option(None, "--cache", help="Where per-series scores are cached (default "
+                               "/tmp/normalcy-ts-benchmark); a rerun computes only what changed."),
+    scaling: int = typer.Option(None, "--scaling", help="Instead of the corpora: seconds to learn N readings and "
+                                "score N more, with 1, 5, 25 and 50 variables (--data is then not read)."),
 ):
-    """Every detector causally over NAB: NAB scores (three profiles), AUC-PR, VUS-PR, PATE, speed."""
+    """Every detector, the baselines and peers on every corpus: VUS-PR, AUC-PR, PATE, event-wise
+    F1 at the detector's own threshold, top-1 hit rate, NAB scores on NAB, speed; and the default
+    chosen by the worst corpus."""
     from normalcy.core.errors import DataError
-    from normalcy.core.registry import detectors
-    from normalcy.timeseries.benchmark import run
+    from normalcy.core.registry import detector_class, detectors, parse_params
+    from normalcy.timeseries import DEFAULT
+    from normalcy.timeseries.baselines import BASELINES
+    from normalcy.timeseries.benchmark import CACHE, run
+    from normalcy.timeseries.benchmark import scaling as cost_by_variables
 
-    known = detectors("timeseries")
-    names = list(known) if models is None else [m.strip() for m in models.split(",") if m.strip()]
-    unknown = [m for m in names if m not in known]
+    if data is None and scaling is None:
+        raise DataError("give --data FOLDER (the corpora) or --scaling N")
+    known = [*detectors("timeseries"), *BASELINES]
+    names = known if detectors_option is None else [
+        DEFAULT if m.strip() == "default" else m.strip() for m in detectors_option.split(",") if m.strip()]
+    unknown = [m for m in names if m.split(":")[0] not in known or (":" in m and m.split(":")[0] in BASELINES)]
     if unknown or not names:
-        raise DataError(f"unknown model(s) {', '.join(unknown) or '(none)'}; expected some of {', '.join(known)}")
-    json_out, md_out, _ = run(data, names, json_path)
+        raise DataError(f"unknown detector(s) {', '.join(unknown) or '(none)'}; expected some of {', '.join(known)}")
+    for m in names:  # a variant's parameters are checked before anything runs
+        if ":" in m:
+            parse_params(m.split(":")[1:], detector_class("timeseries", m.split(":")[0]))
+    peers = {}
+    for spec in peer or []:
+        library, sep, python = spec.partition("=")
+        if not sep or not library or not python:
+            raise DataError(f"--peer {spec!r} not understood; expected LIBRARY=PYTHON")
+        peers[library.strip()] = python.strip()
+    if scaling is not None:
+        if scaling < 100:
+            raise DataError(f"--scaling needs at least 100 readings, got {scaling}")
+        chosen = [n for n in names if n not in BASELINES] if detectors_option is not None else [DEFAULT]
+        json_out, md_out, _ = cost_by_variables(chosen, json_path, scaling)
+    else:
+        json_out, md_out, _ = run(data, list(dict.fromkeys(names)), json_path, cache or CACHE, peers)
     typer.echo(md_out.read_text())
     typer.echo(f"wrote {json_out} and {md_out}")
 
@@ -251,15 +300,21 @@ def _write_all(files: dict) -> None:
         write_atomic(path, content)
 
 
-def _windows(path: Path, data: Path, series) -> list[tuple[int, int]]:
-    """Inclusive reading indices of the labelled windows in a JSON file: a list of [start, end]
-    timestamps, or NAB's {"dir/file.csv": [[start, end], ...]} looked up by the data's path
-    (or, failing that, by its file name alone)."""
+def _windows(spec: str, data: Path, series) -> list[tuple[int, int]]:
+    """Inclusive reading indices of the labelled windows: row ranges inline ("100:120,300:310"),
+    or a JSON file holding a list of [start, end] pairs (row numbers or timestamps), or NAB's
+    {"dir/file.csv": [[start, end], ...]} looked up by the data's path (or, failing that, by its
+    file name alone)."""
+    import re
+
     import numpy as np
     import pandas as pd
 
     from normalcy.core.errors import DataError
 
+    path = Path(spec)
+    if not path.is_file() and re.fullmatch(r"\s*\d+\s*:\s*\d+\s*(,\s*\d+\s*:\s*\d+\s*)*", spec):
+        return _row_windows([[int(v) for v in part.split(":")] for part in spec.split(",")], spec, series)
     try:
         doc = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -272,18 +327,32 @@ def _windows(path: Path, data: Path, series) -> list[tuple[int, int]]:
             raise DataError(f"{path}: more than one entry for {data}: {', '.join(keys)}")
         doc = doc[keys[0]]
     if not isinstance(doc, list) or not all(isinstance(w, list) and len(w) == 2 for w in doc):
-        raise DataError(f"{path}: windows must be a list of [start, end] timestamps")
+        raise DataError(f"{path}: windows must be a list of [start, end] pairs")
+    if doc and all(isinstance(v, int) and not isinstance(v, bool) for w in doc for v in w):
+        return _row_windows(doc, str(path), series)
     if series.timestamps is None:
-        raise DataError(f"{data} has no time column, so the timestamps of the windows in {path} cannot be placed")
+        raise DataError(f"{data} has no time column, so the timestamps of the windows in {path} cannot be placed; "
+                        "give the windows as row numbers instead")
     windows = []
     for start, end in doc:
         try:
             bounds = [pd.Timestamp(v) for v in (start, end)]
         except (TypeError, ValueError) as exc:
-            raise DataError(f"{path}: window [{start!r}, {end!r}] is not two timestamps") from exc
+            raise DataError(f"{path}: window [{start!r}, {end!r}] is not two timestamps or two row numbers") from exc
         bounds = [np.datetime64(t.tz_convert("UTC").tz_localize(None) if t.tzinfo else t, "ns") for t in bounds]
         a = int(np.searchsorted(series.timestamps, bounds[0], side="left"))
         b = int(np.searchsorted(series.timestamps, bounds[1], side="right")) - 1
         if a <= b:  # windows outside the series, or between two readings, hold no reading
             windows.append((a, b))
     return windows
+
+
+def _row_windows(pairs, source: str, series) -> list[tuple[int, int]]:
+    """Windows given as row numbers (0 = the first reading, ends included), checked."""
+    from normalcy.core.errors import DataError
+
+    for a, b in pairs:
+        if not 0 <= a <= b < len(series):
+            raise DataError(f"{source}: window {a}:{b} is not a range of rows within the {len(series)} readings "
+                            f"(0 to {len(series) - 1}, start <= end)")
+    return [(int(a), int(b)) for a, b in pairs]

@@ -6,14 +6,20 @@ lists them); a new detector is one module here plus its import below.
 
 from normalcy.timeseries.data import MAX_READING, TimeSeries, load_series
 from normalcy.timeseries.forecast import GBTForecast
+from normalcy.timeseries.hypad import HypAD
+from normalcy.timeseries.join import SubsequenceJoin
 from normalcy.timeseries.matrixprofile import MatrixProfile
 from normalcy.timeseries.multiscale import MultiScaleNovelty
 from normalcy.timeseries.novelty import RangeNovelty
+from normalcy.timeseries.oraclead import OracleAD
 from normalcy.timeseries.pca import WindowPCA
 from normalcy.timeseries.rolling import RollingMAD
 from normalcy.timeseries.spectral import SpectralResidual
+from normalcy.timeseries.tadgan import TadGAN
+from normalcy.timeseries.themis import ThemisStyle
 
-DEFAULT = "multiscale-novelty"
+DEFAULT = "subsequence-join"
 
-__all__ = ["DEFAULT", "MAX_READING", "GBTForecast", "MatrixProfile", "MultiScaleNovelty", "RangeNovelty", "RollingMAD",
-           "SpectralResidual", "TimeSeries", "WindowPCA", "load_series"]
+__all__ = ["DEFAULT", "MAX_READING", "GBTForecast", "HypAD", "MatrixProfile", "MultiScaleNovelty", "OracleAD",
+           "RangeNovelty", "RollingMAD", "SpectralResidual", "SubsequenceJoin", "TadGAN", "ThemisStyle", "TimeSeries",
+           "WindowPCA", "load_series"]

@@ -73,6 +73,7 @@ class TimeSeriesDetector(Detector):
         self._check_params()
         series = as_series(X)
         self.columns_ = list(series.columns)
+        self._prepare(series)
         self._fit_encoded(series)
         return self
 
@@ -91,8 +92,9 @@ class TimeSeriesDetector(Detector):
         self._check_params()
         series = as_series(X)
         self.columns_ = list(series.columns)
+        self._prepare(series)
         self._reset()
-        return np.array([self._step(x, learn=True, t=t)[0] for x, t in zip(series.values, _seconds(series))])
+        return self._run(series)[0]
 
     def ready_after(self) -> int:
         """Readings a detector learns before its scores are more than placeholder zeros: the
@@ -132,19 +134,53 @@ class TimeSeriesDetector(Detector):
 
     def _fit_encoded(self, series: TimeSeries) -> None:
         self._reset()
-        for x, t in zip(series.values, _seconds(series)):
-            self._step(x, learn=True, t=t)
+        self._run(series, wanted=False)
 
     def _score_encoded(self, series: TimeSeries) -> tuple[np.ndarray, np.ndarray]:
         """Scores (n) and raw per-variable scores (n x d) of the series, causally; the state is
         restored afterwards."""
         saved = self._snapshot()
         try:
-            out = [self._step(x, learn=True, t=t) for x, t in zip(series.values, _seconds(series))]
+            return self._run(series)
         finally:
             self._restore(saved)
-        scores = np.array([s for s, _ in out], dtype=np.float64)
-        return scores, np.array([v for _, v in out], dtype=np.float64).reshape(len(out), -1)
+
+    def _run(self, series: TimeSeries, wanted: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Score each reading of the series and learn it, in order: scores (n) and raw
+        per-variable scores (n x d). Detectors with a batch form (`_batch_variable_scores`) give
+        the raw scores of all readings at once (or, when the scores are not `wanted` and the
+        likelihood needs none, may only learn them); the likelihood and the readings' memory are
+        then carried forward here exactly as `_step` does, one reading after another."""
+        values, d = series.values, len(self.columns_)
+        per_variable = self._batch_variable_scores(values, wanted or self.likelihood) if len(values) else None
+        if per_variable is None:
+            out = [self._step(x, learn=True, t=t) for x, t in zip(values, _seconds(series))]
+            scores = np.array([s for s, _ in out], dtype=np.float64)
+            return scores, np.array([v for _, v in out], dtype=np.float64).reshape(len(out), d)
+        n = len(values)
+        raw = per_variable.max(axis=1)
+        if self.likelihood:
+            warm = np.minimum(self._count + np.arange(n), self.history) >= self.warmup
+            scores = np.empty(n)
+            for i in range(n):
+                scores[i] = self._surprise(float(raw[i]))
+                if warm[i]:
+                    self._push_raw(float(raw[i]))
+        else:
+            scores = raw.astype(np.float64)
+        keep = min(n, self.history)
+        self._buffer[(self._count + np.arange(n - keep, n)) % self.history] = values[n - keep :]
+        self._last = values[-1].copy()
+        self._count += n
+        return scores, per_variable
+
+    def _batch_variable_scores(self, values: np.ndarray, wanted: bool = True) -> np.ndarray | None:
+        """Optional batch form of `_variable_scores`: the n x d raw scores that scoring and then
+        learning each of `values` in turn would give (zeros before the warm-up; any values when
+        not `wanted`), leaving the detector's own state as learning them would; the readings'
+        memory is not yet updated when it is called. None (the default): no batch form,
+        readings go through `_step`."""
+        return None
 
     def _explain_encoded(self, series: TimeSeries) -> Explanation:
         scores, per_variable = self._score_encoded(series)
@@ -247,6 +283,11 @@ class TimeSeriesDetector(Detector):
     @abstractmethod
     def _variable_scores(self, past: np.ndarray, x: np.ndarray) -> np.ndarray:
         """d raw scores of reading x given the past readings (k x d, oldest first)."""
+
+    def _prepare(self, series: TimeSeries) -> None:
+        """Called by `fit` and `score_causal` (and the fit job, before `ready_after`) with the
+        whole series first learned: settings a detector takes from the data (a window from its
+        period) are set here, before any reading is learned."""
 
     def _raw_ready(self) -> int:
         """Readings learned before raw scores are more than placeholder zeros."""

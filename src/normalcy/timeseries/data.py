@@ -2,6 +2,14 @@
 
 The policy, applied in this order (docs/timeseries.md repeats it for users):
 
+- file formats: CSV, TSV, a UCR-archive style `.txt` (numbers separated by commas, spaces or
+  lines), Parquet and NumPy `.npy` (1-d: one variable; 2-d: readings x variables, named x0,
+  x1, ...). A text file whose first line is all numbers has no header: that line is a reading
+  (columns are then named ``value``, or x0, x1, ...).
+- label and index columns: a column named ``label``, ``is_anomaly`` or ``anomaly`` holds
+  answers, not readings, and an integer column named ``index``, ``sample`` or ``Unnamed: 0`` (a
+  saved row index) numbers the rows: neither is ever taken as a variable unless named in
+  `columns`; an index column left out is said with an `IndexColumnWarning`.
 - time: the column named by `time_column`, else a column called ``timestamp`` (or ``time``,
   ``date``, ``datetime``), else a DatetimeIndex; without any of these rows are taken in file
   order and positions stand in for time. Unparseable timestamps are an error.
@@ -21,6 +29,8 @@ The policy, applied in this order (docs/timeseries.md repeats it for users):
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +40,8 @@ import pandas as pd
 from normalcy.core.errors import DataError
 
 TIME_NAMES = ("timestamp", "time", "date", "datetime")
+LABEL_NAMES = ("label", "is_anomaly", "anomaly")  # answers, never model inputs
+INDEX_NAMES = ("index", "sample", "unnamed: 0")  # row numbers, never model inputs
 DUPLICATES = ("error", "first", "last", "mean")
 # The largest reading magnitude accepted (see the module docstring): far beyond any measured
 # quantity, far enough inside float64 that squares of sums of differences stay finite, and
@@ -38,6 +50,14 @@ MAX_READING = 1e30
 READING_RULE = (f"readings must be finite numbers between {-MAX_READING:g} and {MAX_READING:g} "
                 "(a missing value is empty or NaN)")
 MISSING = ("ffill", "error")
+
+
+class IndexColumnWarning(UserWarning):
+    """An integer column that numbers the rows was left out of the variables."""
+
+
+def is_label_column(name) -> bool:
+    return str(name).strip().lower() in LABEL_NAMES
 
 
 @dataclass(frozen=True)
@@ -100,7 +120,7 @@ def as_series(X) -> TimeSeries:
             a = a[:, None]
         if a.ndim != 2:
             raise DataError(f"a series array must be n or n x d, got shape {a.shape}")
-        return load_series(pd.DataFrame(a, columns=[f"x{i}" if a.shape[1] > 1 else "value" for i in range(a.shape[1])]))
+        return load_series(pd.DataFrame(a, columns=_default_names(a.shape[1])))
     return load_series(X)
 
 
@@ -122,16 +142,54 @@ def _read(source) -> tuple[pd.DataFrame, str]:
         try:
             if suffix in (".parquet", ".pq"):
                 frame = pd.read_parquet(path)
+            elif suffix == ".npy":
+                frame = _read_npy(path)
             elif suffix in (".csv", ".txt", ".tsv"):
-                frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+                frame = _read_text(path, suffix)
             else:
-                raise DataError(f"{path}: unknown series format {suffix!r}; expected .csv, .tsv or .parquet")
+                raise DataError(f"{path}: unknown series format {suffix!r}; expected .csv, .tsv, .txt, .parquet or .npy")
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
             if isinstance(exc, DataError):
                 raise
             raise DataError(f"cannot read {path}: {exc}".splitlines()[0]) from exc
         return frame, str(path)
     raise DataError(f"cannot read a series from a {type(source).__name__}; give a path, DataFrame or Arrow table")
+
+
+def _read_text(path: Path, suffix: str) -> pd.DataFrame:
+    """A delimited text file; without a header when its first line is all numbers."""
+    sep = {".tsv": "\t", ".txt": r"[\s,]+"}.get(suffix, ",")
+    engine = "python" if suffix == ".txt" else "c"
+    with open(path, encoding="utf-8") as fh:
+        first = next((line for line in fh if line.strip()), "")
+    fields = [f for f in re.split(sep, first.strip()) if f != ""]
+    numeric = bool(fields) and all(_is_number(f) for f in fields)
+    frame = pd.read_csv(path, sep=sep, engine=engine, header=None if numeric else "infer")
+    if numeric:
+        if suffix == ".txt" and len(frame) == 1 and frame.shape[1] > 1:  # all readings on one line
+            frame = frame.T.reset_index(drop=True)
+        frame.columns = _default_names(frame.shape[1])
+    return frame
+
+
+def _read_npy(path: Path) -> pd.DataFrame:
+    a = np.load(path, allow_pickle=False)
+    if a.ndim not in (1, 2) or a.dtype.kind not in "biuf":
+        raise DataError(f"{path}: a .npy series must be a 1-d or 2-d array of numbers, got {a.ndim}-d {a.dtype}")
+    a = a.reshape(len(a), -1).astype(np.float64)
+    return pd.DataFrame(a, columns=_default_names(a.shape[1]))
+
+
+def _default_names(d: int) -> list[str]:
+    return ["value"] if d == 1 else [f"x{j}" for j in range(d)]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _split_time(frame: pd.DataFrame, time_column: str | None, name: str):
@@ -167,9 +225,25 @@ def _select(frame: pd.DataFrame, columns: list[str] | None, name: str) -> pd.Dat
             raise DataError(f"{name}: unknown column(s) {', '.join(unknown)}; "
                             f"columns are {', '.join(map(str, frame.columns)) or '(none)'}")
         frame = frame[list(columns)]
+    else:
+        labels = [c for c in frame.columns if is_label_column(c)]
+        index = [c for c in frame.columns if str(c).strip().lower() in INDEX_NAMES and _counts_rows(frame[c])]
+        if index:
+            warnings.warn(f"{name}: column(s) {', '.join(map(repr, index))} number the rows and are not used as "
+                          "variables (name them in columns to use them)", IndexColumnWarning, stacklevel=3)
+        frame = frame.drop(columns=labels + index)
     if frame.shape[1] == 0:
         raise DataError(f"{name}: no value columns besides time")
     return frame
+
+
+def _counts_rows(column: pd.Series) -> bool:
+    """Whether a column holds integers that rise with the rows, as a saved row index does."""
+    values = pd.to_numeric(column, errors="coerce")
+    if values.isna().any() or len(values) < 2:
+        return False
+    a = values.to_numpy(dtype=np.float64)
+    return bool(np.all(a == np.round(a)) and np.all(np.diff(a) > 0))
 
 
 def _deduplicate(frame: pd.DataFrame, duplicates: str, name: str) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from normalcy.timeseries.base import TimeSeriesDetector
 
 class RangeNovelty(TimeSeriesDetector):
     """How far a reading lies beyond the range of the last `history` readings, as a fraction of
-    that range (0 inside it).
+    that range (0 inside it); `ts fit` never sets its threshold below `alert_level` (0.01).
 
     Parameters (defaults in brackets):
     - history [8000]: readings whose range a reading is compared with.
@@ -22,6 +22,10 @@ class RangeNovelty(TimeSeriesDetector):
     """
 
     name = "range-novelty"
+    # `ts fit` never sets the threshold below this: held-out scores are mostly exactly 0, and a
+    # false-alarm-rate threshold on them lands on the smallest float above 0, so every new
+    # extreme alerts. 0.01: a reading must leave its past range by 1 % of that range to alert.
+    alert_level = 0.01
 
     def __init__(self, history: int = 8000, likelihood: bool = False, averaging: int = 10,
                  likelihood_window: int = 2000, warmup: int = 20):

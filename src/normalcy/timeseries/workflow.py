@@ -14,7 +14,7 @@ from normalcy.core.registry import build
 from normalcy.core.results import Calibration
 from normalcy.core.threshold import F1Optimal, FalseAlarmRate, Fixed, ThresholdStrategy
 from normalcy.timeseries.base import TimeSeriesDetector
-from normalcy.timeseries.data import TimeSeries
+from normalcy.timeseries.data import TimeSeries, is_label_column
 
 MIN_HELD_OUT = 10  # held-out readings, at least, whose scores set a threshold
 
@@ -34,11 +34,17 @@ def fit_model(series: TimeSeries, model: str, threshold: ThresholdStrategy, hold
     part before the held-out readings must warm the detector up (`ready_after`), so that every
     held-out score is a real one, and at least MIN_HELD_OUT readings must be held out; shorter
     data is refused, naming the minimum."""
+    labels = [c for c in series.columns if is_label_column(c)]
+    if labels:
+        raise DataError(f"{name}: column(s) {', '.join(map(repr, labels))} hold labels, which are never model inputs; "
+                        "leave them out of the columns")
     detector = build("timeseries", model, params)
     detector._check_params()
     if isinstance(threshold, F1Optimal):
         raise DataError("threshold f1 needs labelled anomalies, which a training series does not have; "
                         "use fpr:RATE or fixed:VALUE")
+    detector.columns_ = list(series.columns)
+    detector._prepare(series)  # a window taken from the data decides the warm-up
     n, ready = len(series), detector.ready_after()
     if isinstance(threshold, Fixed):
         if n < ready:
