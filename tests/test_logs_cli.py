@@ -198,12 +198,38 @@ def test_bad_score_options_give_one_line(model, files, tmp_path):
 
 def test_models_and_formats_list_what_the_options_take():
     models = run("logs", "models").stdout
-    assert [line.split(":")[0] for line in models.splitlines() if not line.startswith(" ")] == \
-        ["invariants", "pca", "clustering", "deeplog", "unseen"]
+    assert [line.split(":")[0] for line in models.splitlines() if not line.startswith(" ")][:7] == \
+        ["invariants", "pca", "clustering", "deeplog", "unseen", "semantic-seq", "semantic-bag"]
     formats = run("logs", "formats").stdout
     for name in ("syslog (= openssh, linux)", "syslog-iso", "apache-access (= nginx-access)", "apache-error",
                  "nginx-error", "jsonl (= json)"):
         assert f"\n{name}: " in f"\n{formats}"
+
+
+@pytest.mark.parametrize("parser", ["drain", "masked"])
+def test_a_semantic_detector_flags_a_new_kind_of_line_and_says_how_far_it_is(files, tmp_path, parser):
+    out = tmp_path / "m"
+    result = run("logs", "fit", str(files / "train.log"), "--format", "hdfs", "--group-by", GROUP, "--out", str(out),
+                 "--detector", "semantic-bag", "--param", "embedder=hashing", "--parser", parser)
+    assert result.returncode == 0, result.stderr
+    assert "saved semantic-bag trained on" in result.stdout
+    lines = (files / "new.log").read_text().splitlines()
+    lines.insert(5, "081109 203610 9 ERROR dfs.DataNode: Disk failure on /dev/sda1 while writing blk_1001")
+    today = tmp_path / "today.log"
+    today.write_text("\n".join(lines) + "\n")
+    scored = tmp_path / "s.jsonl"
+    result = run("logs", "score", str(out), str(today), "--out", str(scored))
+    assert result.returncode == 0, result.stderr
+    rows = {r["group"]: r for r in map(json.loads, scored.read_text().splitlines())}
+    assert rows["blk_1001"]["label"] == 1 and rows["blk_1001"]["score"] == max(r["score"] for r in rows.values())
+    assert any("never seen in training: 'Disk failure on <PATH> while writing <BLK>'" in r
+               for r in rows["blk_1001"]["reasons"])
+    assert "unseen: Disk failure on <PATH> while writing <BLK>" in rows["blk_1001"]["evidence_templates"]
+
+
+def test_an_unknown_parser_is_one_line(files, tmp_path):
+    result = run("logs", "fit", str(files / "train.log"), "--out", str(tmp_path / "x"), "--parser", "spell")
+    assert result.returncode == 2 and "parser must be one of drain, masked, got 'spell'" in result.stderr
 
 
 def test_syslog_windows_are_named_by_readable_times_in_the_year_the_file_was_written(tmp_path):

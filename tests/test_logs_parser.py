@@ -210,3 +210,53 @@ def test_a_model_file_with_a_mask_that_is_no_regex_is_refused(mined):
         LogParser.from_state(arrays, {**meta, "masks": [["NUM", "(unclosed"]]})
     with pytest.raises(ModelFileError, match="characters long"):
         LogParser.from_state(arrays, {**meta, "masks": [["NUM", "a" * 5000]]})
+
+
+@pytest.mark.parametrize("token,masked", [
+    ("b9000564-fe1a-409b-b8cc-1e88b294cd1d", "<UUID>"),
+    ("2005-06-03-15.43.03.623873", "<TIME>"),
+    ("2023-12-10T06:55:46Z", "<TIME>"),
+    ("2016/9/28:16:00:46.635", "<TIME>"),
+    ("06:55:46,123", "<TIME>"),
+    ("fe80::1ff:fe23:4567:890a", "<IP>"),
+    ("00:1b:44:11:3a:b7", "<IP>"),
+    ("proxy.cse.cuhk.edu.hk:5070", "<HOST>"),
+    ("core.4505", "core.<NUM>"),
+    ("cpu=3,", "cpu=<NUM>,"),
+    ("R02-M1", "R02-M1"),  # a name with digits in its words stays
+])
+def test_masks_for_uuids_times_addresses_hosts_and_numbers_in_tokens(token, masked):
+    assert LogParser().mask(token) == masked
+
+
+def test_numbers_and_hex_ids_in_the_same_place_make_one_template():
+    # 00106210 is a number and 003a90fc a hex id to the masks; Drain takes them as one variable.
+    lines = ["iar 00106210 dear 0244c1dc", "iar 003a90fc dear 00b360e8", "iar 00106211 dear 00b360e9"] * 3
+    parser = LogParser()
+    assert len(set(parser.fit(lines).tolist())) == 1 and parser.n_templates == 1
+
+
+def test_masked_lines_are_events_of_their_own_and_survive_a_save():
+    from normalcy.logs.parser import MaskedLines, parser_from_state
+
+    parser = MaskedLines()
+    ids = parser.fit(["open /a/b 3", "open /c 4", "close /c", "open /d 9"])
+    assert ids.tolist() == [1, 1, 2, 1] and parser.template(2) == "close <PATH>"
+    again = parser_from_state(*parser.get_state())
+    assert again.transform(["close /x/y", "delete /c"]).tolist() == [2, UNSEEN]
+    arrays, meta = parser.get_state()
+    with pytest.raises(ModelFileError, match="do not match"):
+        parser_from_state({"parser.ids": arrays["parser.ids"][:1]}, meta)
+
+
+def test_grouping_accuracy_counts_lines_of_exactly_recovered_groups():
+    from normalcy.logs.parsing import grouping_accuracy
+
+    truth = ["a", "a", "b", "b", "c", "d"]
+    # Parsed group 1 is all of a (2 lines right); group 2 is half of b; group 3 mixes b and c;
+    # group 4 is all of d (1 line right): 3 of 6.
+    assert grouping_accuracy(truth, [1, 1, 2, 3, 3, 4]) == pytest.approx(3 / 6)
+    assert grouping_accuracy(truth, [7, 7, 9, 9, 8, 0]) == 1.0  # names do not matter
+    assert grouping_accuracy(truth, [1] * 6) == 0.0
+    with pytest.raises(DataError):
+        grouping_accuracy(truth, [1, 2])

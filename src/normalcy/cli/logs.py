@@ -27,6 +27,8 @@ def fit(
     step: str = typer.Option(None, "--step", help="Step between window starts (default: the window: fixed windows)."),
     model: str = typer.Option(None, "--model", "--detector", help=model_help("logs", "invariants")),
     param: list[str] = PARAM,
+    parser: str = typer.Option("drain", "--parser", help="drain (mine templates) or masked (no mining: each "
+                                                          "distinct masked line is an event)."),
     threshold: str = typer.Option("own", "--threshold",
                                   help="own (the detector's label-free rule), fpr:RATE on held-out groups, or fixed:VALUE."),
     holdout: float = typer.Option(0.1, "--holdout", help="Fraction of groups held out to set an fpr threshold."),
@@ -49,7 +51,7 @@ def fit(
     name = model or DEFAULT
     params = parse_params(param, detector_class("logs", name))
     detector = LogModel(name, log_format, group_by, parse_duration(window) if window is not None else None,
-                        parse_duration(step) if step is not None else None, params or None)
+                        parse_duration(step) if step is not None else None, params or None, parser=parser)
     detector._check_params()  # before reading any log
     strategy = None if threshold == "own" else parse_threshold(threshold)
     if isinstance(strategy, F1Optimal):
@@ -119,24 +121,33 @@ def evaluate(
 
 @app.command()
 def benchmark(
-    data: Path = typer.Option(..., "--data", help="The shared logs folder (hdfs_sessions/, bgl_20k/)."),
+    data: Path = typer.Option(..., "--data", help="The shared logs folder (hdfs_sessions/, bgl_20k/, loghub/)."),
     json_path: Path = typer.Option(..., "--json", help="JSON results; a Markdown table is written beside it (.md)."),
     models: str = typer.Option("", "--models", help="Comma-separated detectors (default: every registered one)."),
-    threads: int = typer.Option(1, "--threads", help="CPU threads of the detectors that take them (DeepLog's torch)."),
+    threads: int = typer.Option(1, "--threads", help="CPU threads of the detectors that take them (torch)."),
+    parts: str = typer.Option("hdfs,bgl,parsing,embedding", "--parts",
+                              help="Which parts to run: hdfs, bgl, parsing (loghub grouping accuracy, parser "
+                                   "speed), embedding (template embedding throughput)."),
+    embedding_cache: Path = typer.Option(None, "--embedding-cache",
+                                         help="Folder keeping template embeddings between runs (default: "
+                                              "normalcy-log-embeddings in the temporary folder)."),
 ):
-    """HDFS sessions and BGL windows: precision, recall, F1 per detector; BGL parsing throughput."""
+    """HDFS sessions and BGL windows: precision, recall, F1 per detector beside a random
+    baseline; grouping accuracy on the loghub systems; parser and embedding throughput."""
     from normalcy.core.registry import detector_class, detectors
-    from normalcy.logs.benchmark import run
+    from normalcy.logs.benchmark import CACHE_DIR, run
 
     names = [m.strip() for m in models.split(",") if m.strip()] or list(detectors("logs"))
     for name in names:
         detector_class("logs", name)  # unknown names fail before any work
-    json_out, md_out, records = run(data, names, json_path, threads)
+    chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
+    json_out, md_out, png, records = run(data, names, json_path, threads, embedding_cache or CACHE_DIR, chosen)
     for r in records:
-        figures = "  ".join(f"{k} {r[k]:.4f}" for k in ("precision", "recall", "f1") if r.get(k) is not None)
+        figures = "  ".join(f"{k} {r[k]:.4f}" for k in ("precision", "recall", "f1", "grouping_accuracy")
+                            if r.get(k) is not None)
         extra = f"  lines/s {r['lines_per_second']:.0f}" if r.get("lines_per_second") else ""
-        typer.echo(f"{r['detector']:11s} {r['dataset']:14s} {r.get('threshold_rule', ''):9s} {figures}{extra}")
-    typer.echo(f"wrote {json_out} and {md_out}")
+        typer.echo(f"{r['detector']:13s} {r['dataset']:18s} {r.get('threshold_rule', ''):9s} {figures}{extra}")
+    typer.echo(f"wrote {json_out} and {md_out}" + (f" and {png}" if png else ""))
 
 
 @app.command()

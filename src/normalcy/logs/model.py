@@ -3,7 +3,13 @@ saved as one model folder. This is what `normalcy logs fit` writes and `score` r
 
 Grouping is by identifier (`group_by`, a regex: sessions), by time windows (`window` and
 `step`, in seconds), or else every line is its own group. An *event* is one line's template
-(its event id); a group's event sequence is what the detector scores.
+(its event id); a group's event sequence is what the detector scores. With `parser="masked"`
+there is no template mining: each distinct masked line is an event.
+
+The semantic detectors (`needs_templates`) get each group as `normalcy.logs.semantic.Events`:
+the ids with the text of every template, and every line that no known template matched under
+an id of its own (negative: one per distinct masked text) with its masked text, so that its
+meaning can be judged.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from normalcy.core.results import Explanation
 from normalcy.core.threshold import ThresholdStrategy
 from normalcy.logs.base import Blame, SequenceDetector, check_number
 from normalcy.logs.formats import LogRecords, get_format, records_from_lines
-from normalcy.logs.parser import UNSEEN, LogParser
+from normalcy.logs.parser import DEPTH, PARSERS, SIM_TH, UNSEEN, LogParser, MaskedLines, parser_from_state
 from normalcy.logs.patterns import Pattern
+from normalcy.logs.semantic import with_templates
 from normalcy.logs.sessions import MAX_OVERLAP, MIN_WINDOW, Groups, by_identifier, by_time
 
 
@@ -48,9 +55,11 @@ class LogModel(Detector):
         window: time windows of this many seconds instead of sessions (None).
         step: seconds between window starts; None: the window (fixed windows) (None).
         detector_params: the sequence detector's parameters (None: its defaults).
-        sim_th: Drain's similarity threshold for joining a line to a template, in (0, 1] (0.4).
-        depth: depth of Drain's prefix tree, >= 3 (4).
+        sim_th: Drain's similarity threshold for joining a line to a template, in (0, 1] (0.7).
+        depth: depth of Drain's prefix tree, >= 3 (5).
         max_children: children per node of Drain's prefix tree, >= 2 (100).
+        parser: "drain" (templates mined by Drain) or "masked" (no mining: each distinct masked
+            line is an event) ("drain").
     """
 
     modality = "logs"
@@ -58,7 +67,7 @@ class LogModel(Detector):
 
     def __init__(self, detector: str = "invariants", log_format: str = "raw", group_by: str | None = None,
                  window: float | None = None, step: float | None = None, detector_params: dict | None = None,
-                 sim_th: float = 0.4, depth: int = 4, max_children: int = 100):
+                 sim_th: float = SIM_TH, depth: int = DEPTH, max_children: int = 100, parser: str = "drain"):
         self.detector = detector
         self.log_format = log_format
         self.group_by = group_by
@@ -68,6 +77,7 @@ class LogModel(Detector):
         self.sim_th = sim_th
         self.depth = depth
         self.max_children = max_children
+        self.parser = parser
 
     @property
     def unit(self) -> str:
@@ -100,15 +110,17 @@ class LogModel(Detector):
         sequences to fit on, checked against the detector's minimum."""
         self._check_params()
         records = self.records(X)
-        parser = LogParser(self.sim_th, self.depth, self.max_children)
-        seqs = self.group(records).sequences(parser.fit(records.contents))
+        parser = (LogParser(self.sim_th, self.depth, self.max_children) if self.parser == "drain"
+                  else MaskedLines())
+        self.parser_ = parser
+        seqs = self.sequences(records, parser.fit(records.contents), self.group(records))
         needed = detector_class("logs", self.detector).min_groups
         if len(seqs) < needed:
             how = {"sessions": "lines with more session ids", "windows": "a longer log or a shorter --window",
                    "lines": "more lines"}[self.unit]
             raise DataError(f"the log gives {len(seqs)} {self.unit[:-1] if len(seqs) == 1 else self.unit} from "
                             f"{len(records)} lines; {self.detector} needs at least {needed} to learn from: give {how}")
-        self.parser_, self.n_lines_ = parser, len(records)
+        self.n_lines_ = len(records)
         return seqs
 
     def _take_threshold(self) -> None:
@@ -132,7 +144,7 @@ class LogModel(Detector):
         records = self.records(X)
         event_ids = self.parser_.transform(records.contents)
         groups = self.group(records)
-        seqs = groups.sequences(event_ids)
+        seqs = self.sequences(records, event_ids, groups)
         blame, explanation = [], None
         if explain:
             explanation, blame = self.detector_.explain_blame(seqs)
@@ -144,6 +156,20 @@ class LogModel(Detector):
             scores = self.detector_.decision_function(seqs)
         labels = None if self.threshold_ is None else (scores >= self.threshold_).astype(np.int8)
         return Analysis(records, event_ids, groups, seqs, scores, labels, blame, explanation)
+
+    def sequences(self, records: LogRecords, event_ids: np.ndarray, groups: Groups) -> list[np.ndarray]:
+        """The groups' event sequences as the detector reads them: id arrays, or for a semantic
+        detector `Events` in which each distinct unseen masked line has an id (and text) of its
+        own."""
+        if not getattr(detector_class("logs", self.detector), "needs_templates", False):
+            return groups.sequences(event_ids)
+        templates = self.parser_.templates()
+        ids = event_ids.copy()
+        unseen: dict[str, int] = {}
+        for i in np.flatnonzero(event_ids == UNSEEN):
+            ids[i] = unseen.setdefault(self.parser_.mask(records.contents[i]), -1 - len(unseen))
+        templates.update({k: text for text, k in unseen.items()})
+        return with_templates(groups.sequences(ids), templates)
 
     def templates(self, records: LogRecords, event_ids: np.ndarray, lines: np.ndarray, blame: Blame,
                   max_lines: int = 10) -> list[str]:
@@ -210,6 +236,8 @@ class LogModel(Detector):
         check_number("LogModel", "sim_th", self.sim_th, 0.0, 1.0, low_open=True)
         check_number("LogModel", "depth", self.depth, 3, 100, integer=True)
         check_number("LogModel", "max_children", self.max_children, 2, 1_000_000, integer=True)
+        if not (isinstance(self.parser, str) and self.parser in PARSERS):
+            raise DataError(f"parser must be one of {', '.join(PARSERS)}, got {self.parser!r}")
 
     # --- model file ----------------------------------------------------------------------
     def _get_state(self):
@@ -230,6 +258,9 @@ class LogModel(Detector):
         detector = self._new_detector()
         detector._set_state({k[len("detector."):]: v for k, v in arrays.items() if k.startswith("detector.")},
                             meta["detector"])
-        self.parser_ = LogParser.from_state(arrays, meta["parser"])
+        if meta["parser"].get("kind", "drain") != self.parser:
+            raise ModelFileError(f"model state: the parser's state is of kind {meta['parser'].get('kind')!r}, the "
+                                 f"model's parameters say {self.parser!r}")
+        self.parser_ = parser_from_state(arrays, meta["parser"])
         self.detector_ = detector
         self.n_lines_, self.n_groups_ = training["lines"], training["groups"]
