@@ -178,12 +178,15 @@ def test_text_scores_as_in_process(spark, tmp_path):
     assert (got.label.to_numpy() == (expected >= 0.8)).all() and got.label.iloc[1] == 1
 
 
-def test_a_time_series_model_is_pointed_to_score_per_group(spark, tmp_path):
+def test_a_model_without_threshold_or_folder_fails_on_the_driver(spark, tmp_path):
+    from normalcy.core.errors import NotFittedError
+
     build("timeseries", "rolling-mad").fit(np.arange(50.0)).save(tmp_path / "ts.model")
-    with pytest.raises(DataError, match="score_per_group"):
-        score(spark.createDataFrame(pd.DataFrame({"value": [1.0]})), tmp_path / "ts.model")
+    frame = spark.createDataFrame(pd.DataFrame({"t": [0], "value": [1.0]}))
+    with pytest.raises(NotFittedError, match="has no threshold"):
+        score(frame, tmp_path / "ts.model", time="t")
     with pytest.raises(ModelFileError, match="not a model folder"):
-        score(spark.createDataFrame(pd.DataFrame({"value": [1.0]})), tmp_path / "none")
+        score(frame, tmp_path / "none")
 
 
 # --- one model per key ---------------------------------------------------------------------------
@@ -285,3 +288,190 @@ def test_folder_names_are_safe_and_distinct():
     assert len(set(names[:-1])) == len(names) - 1 and names[-2] == names[-1]  # 42 and "42" are one key as text
     for name in names:
         assert "/" not in name and not name.startswith(".") and len(name) <= 73
+
+
+# --- logs and time series through score ------------------------------------------------------------
+
+
+def hdfs_lines(rng: np.random.Generator, blocks: int, start: int = 0) -> list[str]:
+    """HDFS-format lines of `blocks` block sessions (open, a few writes, close; one in five
+    blocks breaks off or retries), interleaved, a second apart, and a header-less line now and then."""
+    events = []
+    for b in range(start, start + blocks):
+        session = [f"Receiving block blk_{b} src: /10.0.0.{b % 7}:5001"]
+        session += [f"PacketResponder {k} for block blk_{b} terminating" for k in range(int(rng.integers(1, 4)))]
+        if rng.random() < 0.2:
+            session.insert(1, f"Retrying write of blk_{b} after timeout")
+        if rng.random() > 0.1:
+            session.append(f"Deleting block blk_{b} file /data/{b}")
+        events += [(rng.random() * blocks, line) for line in session]
+    events.sort()
+    out = []
+    for i, (_, text) in enumerate(events):
+        stamp = pd.Timestamp("2008-11-09 20:00:00") + pd.Timedelta(seconds=i)
+        out.append(f"{stamp:%y%m%d %H%M%S} 148 INFO dfs.DataNode: {text}")
+        if i % 37 == 5:
+            out.append(f"   continuation of the line before, no header, blk_{start}")
+    return out
+
+
+def line_frame(spark, lines: list[str], partitions: int = 3):
+    """A DataFrame of the lines in `partitions` ordered partitions (as a text file's splits)."""
+    return spark.sparkContext.parallelize([(x,) for x in lines], partitions).toDF(["line"])
+
+
+@pytest.mark.parametrize("grouping", [{"group_by": r"blk_\d+", "detector": "invariants"},
+                                      {"window": 20.0, "step": 10.0, "detector": "pca"}], ids=["sessions", "windows"])
+def test_log_models_score_groups_as_in_process(spark, tmp_path, grouping):
+    from normalcy.core.checks import assert_same_scores
+    from normalcy.logs import LogModel
+
+    rng = np.random.default_rng(11)
+    model = LogModel(log_format="hdfs", **grouping).fit(hdfs_lines(rng, 60))
+    if model.threshold_ is None:
+        model.set_threshold(1.0)
+    model.save(tmp_path / "logs.model")
+    lines = hdfs_lines(rng, 25, start=100)
+    expected = model.analyse(lines, explain=False)
+    got = score(line_frame(spark, lines), tmp_path / "logs.model").toPandas().set_index("group")
+    assert sorted(got.index) == sorted(expected.groups.keys)
+    got = got.loc[expected.groups.keys]
+    assert_same_scores(got.score, expected.scores)
+    assert (got.label.to_numpy() == expected.labels).all()
+    assert (got.lines.to_numpy() == [len(idx) for idx in expected.groups.lines]).all()
+    # first_line is the line number in the input (1-based), as in-process line numbers
+    assert (got.first_line.to_numpy() == [idx[0] + 1 for idx in expected.groups.lines]).all()
+
+
+def test_time_series_score_per_key_and_whole(spark, tmp_path):
+    from normalcy.core.checks import assert_same_scores
+
+    model = build("timeseries", "rolling-mad", {"history": 40}).fit(np.sin(np.arange(200) / 5))
+    model.set_threshold(2.0)
+    model.save(tmp_path / "ts.model")
+    data = readings(["a", "b"], 200, 50, 12).rename(columns={"v": "value"}).sample(frac=1, random_state=2)
+    per_key = score(spark.createDataFrame(data), tmp_path / "ts.model", key="key", time="t").toPandas()
+    for key in ["a", "b"]:
+        mine = per_key[per_key.key == key]
+        assert (np.diff(mine.t.to_numpy()) > 0).all()  # rows come back in time order
+        expected = model.decision_function(data[data.key == key].sort_values("t").value.to_numpy())
+        assert_same_scores(mine.score, expected)
+        assert (mine.label.to_numpy() == (expected >= 2.0)).all()
+    whole = data[data.key == "a"].drop(columns="key")
+    got = score(spark.createDataFrame(whole), tmp_path / "ts.model", time="t").toPandas()
+    assert list(got.columns) == ["t", "value", "score", "label"]
+    assert_same_scores(got.score, model.decision_function(whole.sort_values("t").value.to_numpy()))
+    with pytest.raises(DataError, match="name the time column"):
+        score(spark.createDataFrame(whole), tmp_path / "ts.model")
+
+
+# --- per-group fitting of tables, events and event streams --------------------------------------------
+
+
+def test_fit_per_group_tables_and_events_equal_in_process(spark, tmp_path):
+    from normalcy.core.checks import assert_same_scores
+    from normalcy.core.holdout import fit_with_holdout
+    from normalcy.core.modelfile import load
+    from normalcy.spark.groups import ordered_rows
+
+    rng = np.random.default_rng(13)
+    rows = table(rng, 240).assign(shop=np.repeat(["north", "south", "east"], 80), t=np.arange(240))
+    rows["user"] = rng.choice(["ann", "bob", "cy", "dee"], 240)
+    later = table(rng, 30).assign(shop=np.repeat(["north", "south", "west"], 10), t=np.arange(30))
+    later["user"] = rng.choice(["ann", "bob", "eve"], 30)
+    cases = [("tabular", "ecod", ["amount", "hour", "country"]), ("events", "frequency", ["country", "user"])]
+    for modality, detector, columns in cases:
+        out = tmp_path / modality
+        index = fit_per_group(spark.createDataFrame(rows.sample(frac=1, random_state=4)), "shop", "t", columns, out,
+                              detector, threshold="fpr:0.1", holdout=0.25, modality=modality).set_index("shop")
+        assert (index.status == "ok").all() and len(index) == 3
+        scored = score_per_group(spark.createDataFrame(later), "shop", None, out).toPandas()
+        assert scored[scored.shop == "west"].error.iloc[0].startswith("DataError: no model for key 'west'")
+        for shop in ["north", "south"]:
+            mine = ordered_rows(rows[rows.shop == shop], "t", columns)[columns]
+            local = fit_with_holdout(build(modality, detector), mine, parse_threshold("fpr:0.1"), 0.25, 0)
+            assert index.loc[shop, "threshold"] == pytest.approx(local.threshold_, rel=1e-12)
+            saved = load(tmp_path / modality / index.loc[shop, "folder"])
+            new = later[later.shop == shop].sort_values("t")
+            got = scored[scored.shop == shop].sort_values("t")
+            assert_same_scores(got.score, local.decision_function(new[columns].reset_index(drop=True)))
+            assert_same_scores(saved.decision_function(new[columns].reset_index(drop=True)), got.score)
+            assert (got.label.to_numpy() == (got.score.to_numpy() >= local.threshold_)).all()
+
+
+def test_fit_per_group_event_streams_by_entity(spark, tmp_path):
+    """Each host's stream of (process, action) events, cut into sessions of 5 events, with its
+    own sequence model; a session with an action its host never does scores highest."""
+    from normalcy.spark.groups import Settings, event_ids, group_sessions
+
+    rng = np.random.default_rng(14)
+    rows = []
+    cycles = {"web": [("nginx", "accept"), ("nginx", "read"), ("php", "exec"), ("nginx", "write"), ("nginx", "close")],
+              "db": [("pg", "connect"), ("pg", "query"), ("pg", "query"), ("pg", "commit"), ("pg", "close")]}
+    for host, cycle in cycles.items():
+        for i in range(60 * len(cycle)):
+            rows.append((host, i, *cycle[i % len(cycle)]))
+    train = pd.DataFrame(rows, columns=["host", "t", "process", "action"])
+    params = {"window": 4, "hidden": 8, "embedding": 4, "min_steps": 150, "threads": 1}
+    index = fit_per_group(spark.createDataFrame(train), "host", "t", ["process", "action"], tmp_path / "m",
+                          "entity-sequence", params, threshold="own", modality="logs", chunk=5)
+    assert (index.status == "ok").all()
+    test = train[train.t < 25].copy()
+    odd = (test.host == "web") & (test.t == 12)
+    test.loc[odd, ["process", "action"]] = ["pg", "connect"]  # a db action on the web host
+    scored = score_per_group(spark.createDataFrame(test), "host", "t", tmp_path / "m").toPandas()
+    web = scored[scored.host == "web"].set_index("session")
+    assert list(web.index) == ["0", "1", "2", "3", "4"] and (web.events == 5).all()
+    assert web.score["2"] > web.score.drop("2").max() + 1.0  # -ln p: a far less likely session
+    # the ids are the same in every process: a 63-bit hash of the fields' text
+    settings = Settings("logs", ["process", "action"], "t", None, 5)
+    names, seqs, _ = group_sessions(test[test.host == "web"], settings)
+    assert (seqs[2] == event_ids(test[test.host == "web"].sort_values("t").iloc[10:15], ["process", "action"])).all()
+    assert all(s.min() >= 0 for s in seqs) and names == ["0", "1", "2", "3", "4"]
+
+
+# --- graph embeddings ----------------------------------------------------------------------------------
+
+
+def test_graph_fit_partitions_merges_and_scores(spark, tmp_path):
+    """On one part, Spark's embedding is embed_part of Spark's own edge table; on several, the
+    parts share boundary nodes, every node gets one vector, and Spark's scores are 1 - cos of
+    the node table's vectors; edges across teams score higher than inside them."""
+    from normalcy.spark import graph as g
+
+    rng = np.random.default_rng(15)
+    user = rng.integers(0, 120, 2000)
+    host = np.where(rng.random(2000) < 0.95, (user % 4) * 6 + rng.integers(0, 6, 2000), rng.integers(0, 24, 2000))
+    train = spark.createDataFrame(pd.DataFrame({"user": [f"u{u}" for u in user], "host": [f"h{h}" for h in host]}))
+
+    one = g.fit(train, ["user", "host"], dim=4)
+    edges, _ = g.entity_graph(train, ["user", "host"])
+    e = edges.toPandas()
+    ids, vectors, degree = g.embed_part(e.src.to_numpy(), e.dst.to_numpy(), e.weight.to_numpy(), dim=4)
+    nodes = one.nodes.toPandas().set_index("node").loc[ids]
+    assert one.info["parts"] == 1 and one.info["nodes"] == len(ids) == 144
+    np.testing.assert_allclose(np.stack(nodes.vector.to_numpy()), vectors, atol=1e-9)
+    np.testing.assert_allclose(nodes.degree.to_numpy(), degree)
+
+    several = g.fit(train, ["user", "host"], dim=4, max_part_edges=150)
+    assert several.info["parts"] >= 4 and several.info["boundary_nodes"] > 0 and several.info["nodes"] == 144
+    probe = rng.integers(0, 120, 200)
+    inside = [(f"u{u}", f"h{(u % 4) * 6 + rng.integers(6)}") for u in probe]
+    across = [(f"u{u}", f"h{((u % 4 + 2) % 4) * 6 + rng.integers(6)}") for u in probe]
+    events = pd.DataFrame(inside + across + [("stranger", "h1")], columns=["user", "host"]).assign(row=np.arange(401))
+    got = g.score(spark.createDataFrame(events), several).toPandas().sort_values("row")
+    table = several.nodes.toPandas()
+    vec = {(t, v): np.asarray(x) for t, v, x in zip(table.type, table.value, table.vector)}
+    expected = [g.cosine_scores(vec[("user", u)][None], vec[("host", h)][None])[0] if ("user", u) in vec else 1.0
+                for u, h in zip(events.user, events.host)]
+    np.testing.assert_allclose(got.score.to_numpy(), expected, atol=1e-9)
+    assert got.score.iloc[-1] == g.UNSEEN_SCORE
+    from normalcy.core import metrics
+
+    assert metrics.auroc(np.r_[np.zeros(200), np.ones(200)], got.score.to_numpy()[:400]) > 0.9
+
+    several.save(tmp_path / "graph")  # Parquet + JSON
+    again = g.GraphEmbedding.load(tmp_path / "graph")
+    assert again.info["parts"] == several.info["parts"] and again.dim == 4
+    saved = again.nodes.set_index("node").loc[table.node]
+    np.testing.assert_array_equal(np.stack(saved.vector.to_numpy()), np.stack(table.vector.to_numpy()))

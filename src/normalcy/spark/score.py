@@ -14,8 +14,12 @@ What is scored, by the kind of model:
   `normalcy table score`;
 - event detectors: the entity columns the model was fitted on;
 - image detectors: one column of image file paths (string) or encoded image files (binary);
-- text detectors: one string column.
-Time-series models score whole series in order, not independent rows: see `score_per_group`.
+- text detectors: one string column;
+- log models (`normalcy logs fit`): a string column of raw log lines, scored per session, window
+  or line (`normalcy.spark.logs`): one output row per group;
+- time-series models: the readings of one series, or of one series per `key`, each ordered by
+  `time` and scored as the continuation of the fitted model, as `normalcy ts score` scores a
+  file (one model for every key; `score_per_group` gives each key its own).
 """
 
 from __future__ import annotations
@@ -43,11 +47,15 @@ _MODELS: dict[tuple[str, str], Detector] = {}
 _SHIPPED: dict[tuple[str, str], str] = {}
 
 
-def score(df, model_dir: str | Path, column: str | None = None, ship: bool = True, threads: int = 1):
+def score(df, model_dir: str | Path, column: str | None = None, ship: bool = True, threads: int = 1,
+          key: str | None = None, time: str | None = None):
     """`df` with `score` (double) and `label` (tinyint, 1 = anomalous at the model's threshold)
-    added; lazy, like any Spark transformation. `column` names the image or text column (default
-    ``image``, ``path`` or ``text``, whichever exists). `threads` caps BLAS/OpenMP/torch threads in
-    each worker (Spark already runs one worker per core)."""
+    added; lazy, like any Spark transformation. `column` names the image, text or log-line column
+    (default ``image``, ``path``, ``text``, ``line`` or ``value``, whichever exists). A log model
+    gives one row per group instead: group, lines, first_line, score, label. A time-series model
+    needs `time` (the column ordering the readings) and takes `key` (the column naming each
+    series; default: all rows are one series). `threads` caps BLAS/OpenMP/torch threads in each
+    worker (Spark already runs one worker per core)."""
     from pyspark.sql.types import ByteType, DoubleType, StructField, StructType
 
     model_dir = Path(model_dir)
@@ -55,21 +63,25 @@ def score(df, model_dir: str | Path, column: str | None = None, ship: bool = Tru
     detector = load(model_dir)
     kind = modality(detector)
     detector._require_threshold()
-    column = check_schema(df.schema, detector, kind, column)
+    if kind != "timeseries":
+        column = check_schema(df.schema, detector, kind, column)
     where = _ship(df.sparkSession, model_dir, digest) if ship else str(model_dir.resolve())
+    if kind == "timeseries":
+        return _score_series(df, detector, (where, ship, digest), key, time)
+    if kind == "logs":
+        from normalcy.spark.logs import score_logs
+
+        return score_logs(df, detector, where, ship, digest, column, threads)
     schema = StructType([*df.schema.fields, StructField("score", DoubleType()), StructField("label", ByteType())])
     return df.mapInPandas(partial(_score_batches, where, ship, digest, kind, column, threads), schema)
 
 
-SCORED = ("tabular", "events", "image", "text")  # the modalities whose items are independent rows
+SCORED = ("tabular", "events", "image", "text", "logs", "timeseries")
 
 
 def modality(detector: Detector) -> str:
     """Which reader scores this detector's rows: its modality, one of SCORED."""
     kind = detector.modality
-    if kind == "timeseries":
-        raise DataError(f"{type(detector).__name__} is a time-series model: it scores whole series in time "
-                        "order, not independent rows; use normalcy.spark.score_per_group")
     if kind not in SCORED:
         raise DataError(f"{type(detector).__name__} models ({kind}) cannot be scored on Spark yet; "
                         f"Spark scores {', '.join(SCORED)} models")
@@ -104,13 +116,48 @@ def check_schema(schema, detector: Detector, kind: str, column: str | None) -> s
             need(name, (StringType, NumericType, BooleanType), "entity values")
         return None
     if column is None:
-        defaults = ("image", "path") if kind == "image" else ("text",)
+        defaults = {"image": ("image", "path"), "text": ("text",), "logs": ("line", "value")}[kind]
         column = next((c for c in defaults if c in types), defaults[0])
     if kind == "image":
         need(column, (StringType, BinaryType), "image file paths (string) or encoded image files (binary)")
     else:
-        need(column, (StringType,), "text (string)")
+        need(column, (StringType,), "text (string)" if kind == "text" else "raw log lines (string)")
     return column
+
+
+def _score_series(df, detector, shipped: tuple, key: str | None, time: str | None):
+    """Each series (all rows, or each `key`'s) in `time` order, scored by the one model as the
+    continuation of its fitted state; the rows come back in that order with score and label."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ByteType, DoubleType, StructField, StructType
+
+    from normalcy.spark.groups import _check_columns
+
+    if time is None:
+        raise DataError("a time-series model scores readings in time order: name the time column (time=, --time)")
+    series_key = key or "__normalcy_series"
+    if key is None:
+        df = df.withColumn(series_key, F.lit(0))
+    _check_columns(df.schema, series_key, time, list(detector.columns_))
+    if "score" in df.columns or "label" in df.columns:
+        raise DataError("input already has column(s) score or label; rename them before scoring")
+    fields = [f for f in df.schema.fields if f.name != "__normalcy_series"]
+    schema = StructType([*fields, StructField("score", DoubleType()), StructField("label", ByteType())])
+    names = [f.name for f in fields]
+
+    def run(frame):  # a closure, not a partial: Spark reads the function's type hints
+        return _score_one_series(worker_model(*shipped, threads=0), time, names, frame)
+
+    return df.groupBy(series_key).applyInPandas(run, schema)
+
+
+def _score_one_series(detector, time, names, frame):
+    from normalcy.spark.groups import group_series
+
+    ordered = frame.sort_values(time, kind="stable")
+    series = group_series(ordered, time, list(detector.columns_))
+    prediction = Prediction.from_scores(detector.decision_function(series), detector.threshold_)
+    return ordered[names].assign(score=prediction.scores, label=prediction.labels)
 
 
 def _ship(spark, model_dir: Path, digest: str) -> str:
