@@ -14,6 +14,10 @@ from pathlib import Path
 import typer
 
 from normalcy import __version__
+from normalcy.cli.alerts import app as alerts_app
+from normalcy.cli.api import app as api_app
+from normalcy.cli.cloud import app as cloud_app
+from normalcy.cli.embeddings import app as embeddings_app
 from normalcy.cli.events import app as events_app
 from normalcy.cli.image import app as image_app
 from normalcy.cli.logs import app as logs_app
@@ -33,6 +37,10 @@ app.add_typer(table_app, name="table")
 app.add_typer(text_app, name="text")
 app.add_typer(logs_app, name="logs")
 app.add_typer(events_app, name="events")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(api_app, name="api")
+app.add_typer(cloud_app, name="cloud")
+app.add_typer(embeddings_app, name="embeddings")
 app.add_typer(spark_app, name="spark")
 app.add_typer(study_app, name="study")
 app.command("serve")(serve)

@@ -20,7 +20,7 @@ from normalcy.core.errors import DataError
 if TYPE_CHECKING:
     from normalcy.core.detector import Detector
 
-MODALITIES = ("image", "tabular", "timeseries", "events", "logs", "text")
+MODALITIES = ("image", "tabular", "timeseries", "events", "logs", "text", "alerts", "cloud", "embeddings", "api")
 
 # "module.QualName" -> class, for every concrete detector: the only classes a model file may name.
 CLASSES: dict[str, type["Detector"]] = {}
