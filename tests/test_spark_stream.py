@@ -10,6 +10,7 @@ data are a few keys of a few dozen readings, generated here."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -78,9 +79,15 @@ def expected_scores(detector, frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def write_files(folder: Path, frames: list[pd.DataFrame], start: int = 0) -> None:
+    """One Parquet file per frame, each a second newer than the last: Spark's file source reads
+    files in order of modification time (in milliseconds), and files written within the same
+    millisecond would come in any order, their readings then late."""
     folder.mkdir(parents=True, exist_ok=True)
+    now = time.time()
     for i, frame in enumerate(frames, start):
-        frame.to_parquet(folder / f"part-{i:03d}.parquet")
+        path = folder / f"part-{i:03d}.parquet"
+        frame.to_parquet(path)
+        os.utime(path, (now + i, now + i))
 
 
 def read_output(spark, folder: Path) -> pd.DataFrame:
