@@ -22,7 +22,7 @@ from normalcy.core.errors import DataError, ModelFileError
 from normalcy.core.progress import progress
 from normalcy.core.threads import thread_limit
 from normalcy.logs.base import Blame, SequenceDetector, check_number
-from normalcy.logs.sessions import encode
+from normalcy.logs.sessions import next_token_pairs
 
 
 class DeepLog(SequenceDetector):
@@ -65,19 +65,7 @@ class DeepLog(SequenceDetector):
         return len(self.vocab_) + 3
 
     def _pairs(self, seqs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every (window, next token) pair: inputs (m x window), targets (m,), group index (m,)."""
-        v = len(self.vocab_)
-        inputs, targets, owner = [], [], []
-        for g, seq in enumerate(seqs):
-            tokens = encode(seq, self.vocab_)
-            full = np.concatenate([np.full(self.window, v + 1), tokens, [v + 2] if self.predict_end else []])
-            n = len(full) - self.window
-            idx = np.arange(n)[:, None] + np.arange(self.window)[None, :]
-            inputs.append(full[idx])
-            targets.append(full[self.window:])
-            owner.append(np.full(n, g))
-        return (np.concatenate(inputs).astype(np.int64), np.concatenate(targets).astype(np.int64),
-                np.concatenate(owner))
+        return next_token_pairs(seqs, self.vocab_, self.window, self.predict_end)
 
     def _check_params(self):
         for name, high in (("window", 1000), ("top_k", 100_000), ("hidden", 4096), ("layers", 8),

@@ -132,3 +132,20 @@ def encode(seq: np.ndarray, vocab: np.ndarray) -> np.ndarray:
     pos = np.minimum(pos, len(vocab) - 1) if len(vocab) else np.zeros_like(seq)
     known = (vocab[pos] == seq) if len(vocab) else np.zeros(len(seq), dtype=bool)
     return np.where(known, pos, len(vocab))
+
+
+def next_token_pairs(seqs, vocab: dict, window: int, predict_end: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (window, next token) pair of the encoded sequences: inputs (m x window), targets
+    (m,), index of the sequence each pair comes from (m,). Token layout: 0..V-1 the vocabulary,
+    V unseen, V+1 start/padding, V+2 end of sequence (only with `predict_end`)."""
+    v = len(vocab)
+    inputs, targets, owner = [], [], []
+    for g, seq in enumerate(seqs):
+        tokens = encode(seq, vocab)
+        full = np.concatenate([np.full(window, v + 1), tokens, [v + 2] if predict_end else []])
+        n = len(full) - window  # 0 for an empty sequence without an end token
+        inputs.append(full[np.arange(n)[:, None] + np.arange(window)[None, :]])
+        targets.append(full[window:])
+        owner.append(np.full(n, g))
+    return (np.concatenate(inputs).astype(np.int64), np.concatenate(targets).astype(np.int64),
+            np.concatenate(owner))

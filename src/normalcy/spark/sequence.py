@@ -28,7 +28,7 @@ import numpy as np
 from normalcy.core.detector import expect_arrays
 from normalcy.core.errors import DataError, ModelFileError
 from normalcy.logs.base import Blame, SequenceDetector, check_number
-from normalcy.logs.sessions import encode
+from normalcy.logs.sessions import next_token_pairs
 
 KINDS = ("gru", "cnn")
 _SCORE_CHUNK = 4096
@@ -93,18 +93,7 @@ class EntitySequence(SequenceDetector):
         return len(self.vocab_) + 3
 
     def _pairs(self, seqs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every (window, next token) pair: inputs (m x window), targets (m,), session (m,)."""
-        v = len(self.vocab_)
-        inputs, targets, owner = [], [], []
-        for g, seq in enumerate(seqs):
-            tokens = encode(seq, self.vocab_)
-            full = np.concatenate([np.full(self.window, v + 1), tokens, [v + 2] if self.predict_end else []])
-            n = len(full) - self.window
-            inputs.append(np.lib.stride_tricks.sliding_window_view(full[:-1], self.window))
-            targets.append(full[self.window:])
-            owner.append(np.full(n, g))
-        return (np.concatenate(inputs).astype(np.int64), np.concatenate(targets).astype(np.int64),
-                np.concatenate(owner))
+        return next_token_pairs(seqs, self.vocab_, self.window, self.predict_end)
 
     def _weighted_pairs(self, seqs):
         import torch
