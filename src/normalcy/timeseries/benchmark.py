@@ -147,7 +147,7 @@ def code_digest(name: str) -> str:
     else:
         cls = detectors("timeseries")[split_variant(name)[0]]
         files = {Path(inspect.getsourcefile(c)) for c in cls.__mro__ if c.__module__.startswith("normalcy.")}
-    files = sorted({*files, *folder.glob("_*.py")})
+    files = sorted({*files, *(f for f in folder.glob("_*.py") if not f.name.startswith("__"))})  # not __init__: imports only
     digest = hashlib.sha1(f"{name} {PROTOCOL}".encode())
     for f in files:
         digest.update(f.read_bytes())
