@@ -235,3 +235,22 @@ def test_progress_off_prints_nothing(monkeypatch, capsys):
 def test_bad_settings_are_refused(kwargs, words):
     with pytest.raises(DataError, match=words):
         train(torch.nn.Linear(1, 1), lambda i: 1.0, **kwargs)
+
+
+def test_a_block_inside_one_with_the_same_limit_costs_nothing(monkeypatch):
+    import threadpoolctl
+
+    from normalcy.core.threads import thread_limit
+
+    before = torch.get_num_threads()
+    calls = []
+    real = threadpoolctl.threadpool_limits
+    monkeypatch.setattr(threadpoolctl, "threadpool_limits", lambda n: calls.append(n) or real(n))
+    with thread_limit(1):
+        for _ in range(3):
+            with thread_limit(1):
+                assert torch.get_num_threads() == 1
+        with thread_limit(2):  # a different limit is applied, then the outer one comes back
+            assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 1
+    assert calls == [1, 2] and torch.get_num_threads() == before

@@ -164,28 +164,31 @@ def stream(model_dir: Path = typer.Argument(..., help="Model folder.")):
     infinite or beyond 1e30) gets {"line": N, "error": ...} instead, is not learned, and the
     stream goes on; the command then ends with status 2."""
     from normalcy.core.errors import DataError
+    from normalcy.core.threads import thread_limit
 
     detector = _load(model_dir)
     threshold = detector._require_threshold()
     refused, seen = [], 0
-    for number, line in enumerate(sys.stdin, 1):
-        line = line.strip()
-        if not line:
-            continue
-        seen += 1
-        try:
-            reading, t = _reading(line)
-            explanation = detector.explain_one(reading, t)
-            detector.learn_one(reading, t)
-            score = float(explanation.scores[0])
-            # allow_nan=False: a NaN or infinity here is a bug, reported per line, never printed
-            text = json.dumps({"line": number, "score": score, "alert": score >= threshold,
-                               "variables": dict(zip(explanation.parts, explanation.contributions[0].tolist()))},
-                              allow_nan=False)
-        except ValueError as exc:  # a DataError, or json.dumps meeting a NaN
-            refused.append(number)
-            text = json.dumps({"line": number, "error": f"stdin line {number}: {exc}"})
-        print(text, flush=True)
+    # One thread limit for the whole stream: each reading's own block then costs nothing.
+    with thread_limit(getattr(detector, "threads", None)):
+        for number, line in enumerate(sys.stdin, 1):
+            line = line.strip()
+            if not line:
+                continue
+            seen += 1
+            try:
+                reading, t = _reading(line)
+                explanation = detector.explain_one(reading, t)
+                detector.learn_one(reading, t)
+                score = float(explanation.scores[0])
+                # allow_nan=False: a NaN or infinity here is a bug, reported per line, never printed
+                text = json.dumps({"line": number, "score": score, "alert": score >= threshold,
+                                   "variables": dict(zip(explanation.parts, explanation.contributions[0].tolist()))},
+                                  allow_nan=False)
+            except ValueError as exc:  # a DataError, or json.dumps meeting a NaN
+                refused.append(number)
+                text = json.dumps({"line": number, "error": f"stdin line {number}: {exc}"})
+            print(text, flush=True)
     if refused:
         lines = ", ".join(map(str, refused[:10])) + (", ..." if len(refused) > 10 else "")
         raise DataError(f"{len(refused)} of {seen} readings refused (stdin line {lines}); "

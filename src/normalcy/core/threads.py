@@ -15,15 +15,22 @@ def check_threads(n) -> int | None:
     return n
 
 
+_held: list[int] = []  # the limits of the blocks now open, outermost first
+
+
 class thread_limit:
     """Cap BLAS/OpenMP, torch and faiss threads for a block; None leaves them as they are.
-    torch and faiss are capped only if already imported (importing them costs seconds)."""
+    torch and faiss are capped only if already imported (importing them costs seconds).
+
+    Inside a block that already holds the same limit, entering is free: threadpoolctl inspects
+    every loaded library on each entry, which dominated per-reading streaming (`score_one`)."""
 
     def __init__(self, n: int | None):
         self.n = check_threads(n)
 
     def __enter__(self):
-        if self.n is None:
+        self._noop = self.n is None or (bool(_held) and _held[-1] == self.n)
+        if self._noop:
             return self
         from threadpoolctl import threadpool_limits
 
@@ -37,11 +44,13 @@ class thread_limit:
             torch.set_num_threads(self.n)
         if faiss:
             faiss.omp_set_num_threads(self.n)
+        _held.append(self.n)
         return self
 
     def __exit__(self, *exc):
-        if self.n is None:
+        if self._noop:
             return
+        _held.pop()
         self._blas.restore_original_limits()
         if self._faiss is not None:
             sys.modules["faiss"].omp_set_num_threads(self._faiss)
