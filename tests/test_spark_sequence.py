@@ -1,4 +1,4 @@
-"""The entity-sequence detector (normalcy.spark.sequence) and the graph embedding's numpy parts
+"""The entity-sequence detector (normalcy.logs.entity_sequence) and the graph embedding's numpy parts
 (normalcy.spark.graph), without Spark: the detector contract, surprise = -ln p of the network's
 own prediction, the embedding = the lazy walk's proximities, Procrustes merging, bucket
 splitting, and edge scores that see community structure. Spark runs of both are in
@@ -17,7 +17,7 @@ from normalcy.core import checks, metrics
 from normalcy.core.errors import DataError
 from normalcy.core.progress import set_progress
 from normalcy.core.registry import build, detectors
-from normalcy.spark import EntitySequence
+from normalcy.logs import EntitySequence
 from normalcy.spark import graph as g
 
 SMALL = {"window": 3, "hidden": 8, "embedding": 4, "epochs": 2, "min_steps": 2, "batch_size": 64}
@@ -67,6 +67,31 @@ def test_separates_the_contract_anomalies_and_refits_identically(trained):
     np.testing.assert_array_equal(again.decision_function(case.test), scores)
     blame = model.explain(case.test[-3:])
     assert blame.evidence[1][0].startswith("event 7 at position 3")  # [1, 2, 5, 7, 7, 3]: 7 is new
+
+
+
+def test_a_model_file_written_before_the_class_moved_to_logs_still_loads(trained, tmp_path):
+    """Saved as normalcy.spark.sequence.EntitySequence; a fresh process loads it by the new path."""
+    import json
+    import subprocess
+    import sys
+
+    from normalcy.core import modelfile
+
+    case, model = trained
+    sessions = [[int(e) for e in seq] for seq in case.test[-4:]]
+    path = model.save(tmp_path / "m")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["class"] = "normalcy.spark.sequence.EntitySequence"
+    manifest["manifest_sha256"] = modelfile._manifest_digest(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    code = ("import json, sys; from normalcy.core import load; m = load(sys.argv[1]); "
+            "print(json.dumps([type(m).__module__, m.decision_function(json.loads(sys.argv[2])).tolist()]))")
+    out = subprocess.run([sys.executable, "-c", code, str(path), json.dumps(sessions)], check=True,
+                         capture_output=True, text=True).stdout
+    module, scores = json.loads(out)
+    assert module == "normalcy.logs.entity_sequence"
+    np.testing.assert_array_equal(scores, model.decision_function(sessions))
 
 
 def test_parameters_are_checked():

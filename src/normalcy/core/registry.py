@@ -59,9 +59,14 @@ def detector_class(modality: str, name: str) -> type["Detector"]:
     return found[name]
 
 
+# Class paths model files were written with before the class moved: old -> new.
+MOVED = {"normalcy.spark.sequence.EntitySequence": "normalcy.logs.entity_sequence.EntitySequence"}
+
+
 def resolve(path: str) -> type["Detector"] | None:
     """The registered class at a model file's class path, or None; imports only a modality
     package named by the path, never the module the path names."""
+    path = MOVED.get(path, path)
     if path not in CLASSES:
         parts = path.split(".")
         if len(parts) > 2 and parts[0] == "normalcy" and parts[1] in MODALITIES:

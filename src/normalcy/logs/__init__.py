@@ -12,6 +12,7 @@ from normalcy.logs.deeplog import DeepLog  # isort: skip
 from normalcy.logs.unseen import UnseenTemplates  # isort: skip
 from normalcy.logs.semseq import SemanticSequence  # isort: skip
 from normalcy.logs.sembag import SemanticBag  # isort: skip
+from normalcy.logs.entity_sequence import EntitySequence  # isort: skip
 from normalcy.logs.base import SequenceDetector
 from normalcy.logs.model import LogModel  # a model file names it: loading imports only this package
 from normalcy.logs.parser import UNSEEN, LogParser
@@ -19,6 +20,6 @@ from normalcy.logs.semantic import Events, SemanticDetector, with_templates
 
 DEFAULT = "invariants"
 
-__all__ = ["DEFAULT", "DeepLog", "Events", "InvariantsMining", "LogClustering", "LogModel", "LogParser", "PCA",
+__all__ = ["DEFAULT", "DeepLog", "EntitySequence", "Events", "InvariantsMining", "LogClustering", "LogModel", "LogParser", "PCA",
            "SemanticBag", "SemanticDetector", "SemanticSequence", "SequenceDetector", "UNSEEN", "UnseenTemplates",
            "with_templates"]
