@@ -201,6 +201,18 @@ def test_a_poisonous_reading_in_a_file_is_refused_naming_it(ts_files, tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
 
 
+def test_scaling_runs_variants_at_the_variable_counts_asked(tmp_path):
+    result = ts("benchmark", "--scaling", 300, "--variables", "1,3", "--json", tmp_path / "s.json",
+                "--models", "rolling-mad:history=20")
+    assert result.returncode == 0, result.stderr
+    records = json.loads((tmp_path / "s.json").read_text())["records"]
+    assert [(r["detector"], r["variables"], r["readings"]) for r in records] == [
+        ("rolling-mad:history=20", 1, 300), ("rolling-mad:history=20", 3, 300)]
+    assert all(r["fit_seconds"] > 0 and r["fit_cpu_seconds"] >= 0 for r in records)
+    _one_clear_line(ts("benchmark", "--scaling", 300, "--variables", "1,x", "--json", tmp_path / "t.json"),
+                    "--variables", "'1,x'")
+
+
 def test_benchmark_on_a_tiny_nab_folder(tmp_path):
     for name in ("a/one.csv", "a/two.csv"):
         frame = metric_frame(300, spike_at=200)[["timestamp", "mem"]].rename(columns={"mem": "value"})

@@ -234,6 +234,8 @@ def benchmark(
                                "/tmp/normalcy-ts-benchmark); a rerun computes only what changed."),
     scaling: int = typer.Option(None, "--scaling", help="Instead of the corpora: seconds to learn N readings and "
                                 "score N more, with 1, 5, 25 and 50 variables (--data is then not read)."),
+    variables: str = typer.Option("1,5,25,50", "--variables", help="With --scaling: the numbers of variables, "
+                                  "comma-separated."),
 ):
     """Every detector, the baselines and peers on every corpus: VUS-PR, AUC-PR, PATE, event-wise
     F1 at the detector's own threshold, top-1 hit rate, NAB scores on NAB, speed; and the default
@@ -265,8 +267,14 @@ def benchmark(
     if scaling is not None:
         if scaling < 100:
             raise DataError(f"--scaling needs at least 100 readings, got {scaling}")
+        try:
+            counts = [int(v) for v in variables.split(",")]
+        except ValueError:
+            counts = []
+        if not counts or min(counts) < 1 or max(counts) > 1000:
+            raise DataError(f"--variables must be comma-separated integers in [1, 1000], got {variables!r}")
         chosen = [n for n in names if n not in BASELINES] if detectors_option is not None else [DEFAULT]
-        json_out, md_out, _ = cost_by_variables(chosen, json_path, scaling)
+        json_out, md_out, _ = cost_by_variables(chosen, json_path, scaling, counts)
     else:
         json_out, md_out, _ = run(data, list(dict.fromkeys(names)), json_path, cache or CACHE, peers)
     typer.echo(md_out.read_text())

@@ -321,11 +321,12 @@ def scaling(names: list[str], json_path, readings: int = 8000, variables=SCALING
     values = np.cumsum(rng.normal(size=(2 * readings, d_max)), axis=0) * 0.1 + np.sin(2 * np.pi * t / 288)[:, None]
     records = []
     for name in names:
+        base, params = split_variant(name)
         for d in progress(variables, desc=f"scaling: {name}", unit="size"):
             train = TimeSeries(values[:readings, :d], [f"x{j}" for j in range(d)])
             test = TimeSeries(values[readings:, :d], train.columns)
             start, cpu = time.perf_counter(), time.process_time()
-            detector = build("timeseries", name).fit(train)
+            detector = build("timeseries", base, params).fit(train)
             fitted, fit_cpu = time.perf_counter(), time.process_time()
             detector.decision_function(test)
             done, done_cpu = time.perf_counter(), time.process_time()
