@@ -33,11 +33,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from normalcy.core.errors import DataError, ModelFileError
 from normalcy.timeseries.base import MAX_MEMORY, TimeSeriesDetector, check_int, state_int
-from normalcy.timeseries.matrixprofile import _znorm, exclusion_zone
+from normalcy.timeseries.matrixprofile import exclusion_zone
 
 PERIOD_READINGS = 20000  # readings whose autocorrelation gives the period
 MIN_LAG, MAX_LAG, MAX_PERIOD = 3, 400, 300  # TSB-AD's bounds on autocorrelation peaks

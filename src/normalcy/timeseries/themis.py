@@ -40,7 +40,6 @@ own (Chronos is univariate too) with one encoder shared by all variables.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
