@@ -12,17 +12,14 @@ image's own coordinates either way. Use `upsample_map` to bring one to the image
 from __future__ import annotations
 
 import functools
-import math
 import os
 from abc import abstractmethod
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from normalcy.core.detector import Detector
@@ -31,15 +28,15 @@ from normalcy.core.progress import progress
 from normalcy.core.results import Explanation, Prediction
 from normalcy.core.threads import check_threads, thread_limit
 from normalcy.image.backbone import BACKBONES, EfficientNetLiteFeatures, patch_features, to_tensor
-from normalcy.image.io import read_image
-
-ImageInput = Sequence[str | Path | np.ndarray] | np.ndarray
+# Re-exported: the detectors, trained ones and tests import them from here.
+from normalcy.image.preprocess import (PAD_VALUE, RESIZE_MODES, ImageInput, load_square,  # noqa: F401
+                                       scores_and_maps, upsample_map)
+from normalcy.image.preprocess import as_items as _as_items
+from normalcy.image.preprocess import crop as _crop
 
 MIN_IMAGE_SIZE = 32
 MAX_IMAGE_SIZE = 1024
 MAP_SIGMA = 4.0  # Gaussian smoothing of maps, in pixels at a 256-pixel working size
-RESIZE_MODES = ("squash", "pad")
-PAD_VALUE = 127  # grey: zero after the backbone's normalisation
 
 
 class ImageDetector(Detector):
@@ -64,7 +61,9 @@ class ImageDetector(Detector):
     detector without maps; `_image_score` turns one map into the image's score, its largest
     value by default), `_get_state` / `_set_state` as any detector, and `_check_params`
     for its own parameters. `_encode` (patch features by default) turns a normalised batch of
-    images into the features both hooks see.
+    images into the features both hooks see. A detector that can be exported to ONNX
+    (`normalcy.image.export`) also implements `_export_scores`: `_score_encoded` in torch
+    operations only.
     """
 
     modality = "image"
@@ -157,7 +156,9 @@ class ImageDetector(Detector):
     # --- shared machinery ----------------------------------------------------------------
     @property
     def extractor(self) -> EfficientNetLiteFeatures:
-        return _extractor(self.backbone, self.weights)
+        # Export sets its own copy with the padding fixed for one input size (`normalcy.image.export`).
+        fixed = self.__dict__.get("_fixed_extractor")
+        return fixed if fixed is not None else _extractor(self.backbone, self.weights)
 
     def _fitted_threshold(self) -> float:
         self._check_fitted(self._fitted_attribute)
@@ -207,21 +208,6 @@ class ImageDetector(Detector):
         return out
 
 
-def scores_and_maps(detector: ImageDetector, X: ImageInput) -> tuple[np.ndarray, np.ndarray | None]:
-    """Scores, and per-pixel maps from the detectors that give them (`explains`), with or
-    without a threshold: what evaluation and serving need."""
-    if not detector.explains:
-        return detector.decision_function(X), None
-    explanation = detector.explain(X)
-    return explanation.scores, explanation.localization
-
-
-def upsample_map(anomaly_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize one map to (height, width), e.g. an image's original size, bilinearly."""
-    t = torch.from_numpy(np.ascontiguousarray(anomaly_map, dtype=np.float32))[None, None]
-    return F.interpolate(t, size=shape, mode="bilinear", align_corners=False)[0, 0].numpy()
-
-
 def _extractor(backbone: str, weights: str | None) -> EfficientNetLiteFeatures:
     """One frozen extractor per backbone and weights file, shared by every detector of the
     process (it is only read): building one costs a weights load per detector otherwise."""
@@ -243,80 +229,3 @@ def _cached_extractor(backbone: str, weights: str | None, stamp) -> EfficientNet
 def is_int(value) -> bool:
     """A plain int (not a bool): parameters go to JSON in the model file as they are."""
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _as_items(X: ImageInput) -> list:
-    if isinstance(X, np.ndarray):
-        if X.ndim == 3:
-            X = X[None]
-        if X.ndim != 4 or X.shape[-1] not in (1, 3):
-            raise DataError(f"image array must be N x H x W x 3 (or H x W x 3), got shape {X.shape}")
-        items = list(X)
-    elif isinstance(X, (str, Path)):
-        raise DataError(f"expected a list of images, got a single path {X!s}; wrap it in a list")
-    else:
-        try:
-            items = list(X)
-        except TypeError:
-            raise DataError(f"expected a list of images (paths or H x W x 3 uint8 arrays), got "
-                            f"{type(X).__name__}") from None
-    if not items:
-        raise DataError("no images given")
-    return items
-
-
-def load_square(items: list, size: int, resize: str = "squash") -> tuple[list[np.ndarray], list]:
-    """Images (paths or arrays) read and brought to size x size uint8 by `resize`, and each
-    one's (top, left, height, width) image region in the square (None when squashed)."""
-    images, boxes = [], []
-    for it in items:
-        image = read_image(it) if isinstance(it, (str, Path)) else _check_array(it)
-        square, box = _letterbox(image, size) if resize == "pad" else (_resize(image, size), None)
-        images.append(square)
-        boxes.append(box)
-    return images, boxes
-
-
-def _letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
-    """The image scaled to fit size x size with its aspect ratio, centred on grey."""
-    h, w = image.shape[:2]
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    if (nh, nw) == (size, size):
-        return _resize(image, size), None
-    canvas = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
-    top, left = (size - nh) // 2, (size - nw) // 2
-    canvas[top : top + nh, left : left + nw] = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
-    return canvas, (top, left, nh, nw)
-
-
-def _crop(patch: torch.Tensor, box, size: int) -> torch.Tensor:
-    """The patch scores over an image's region of the square (all of them without a box)."""
-    if box is None:
-        return patch
-    top, left, h, w = box
-    scale = patch.shape[-1] / size
-    r0, c0 = int(top * scale), int(left * scale)
-    r1, c1 = max(r0 + 1, math.ceil((top + h) * scale)), max(c0 + 1, math.ceil((left + w) * scale))
-    return patch[r0:r1, c0:c1]
-
-
-def _check_array(image) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[-1] not in (1, 3):
-        raise DataError(f"an image array must be H x W x 3 uint8, got shape {image.shape}")
-    if image.dtype != np.uint8:
-        raise DataError(f"an image array must be uint8, got {image.dtype}")
-    if not image.shape[0] or not image.shape[1]:
-        raise DataError(f"an image array has no pixels (shape {image.shape})")
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=2)
-    return image
-
-
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[:2] == (size, size):
-        return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))

@@ -152,6 +152,14 @@ class DRAEM(TrainedImageDetector):
             recon = self.net_["reconstructive"](x)
             return torch.softmax(self.net_["discriminative"](torch.cat([recon, x], 1)), 1)[:, 1]
 
+    def _export_scores(self, x):
+        return self._score_encoded(x)  # torch operations only: traced as it is
+
+    def _export_image_score(self, maps):
+        """`_image_score` of a batch of maps (N x h x w -> N), for the exported graph."""
+        k = max(1, round(POOL * self.image_size / 256)) | 1
+        return F.avg_pool2d(maps[:, None], k, stride=1, padding=k // 2, count_include_pad=False).flatten(1).amax(1)
+
     def _net_state(self):
         return self.net_, {}
 

@@ -100,7 +100,8 @@ class FastFlow(TrainedImageDetector):
     def _encode(self, batch):
         levels = tuple(self.extractor.level_at_stride(s) for s in STRIDES)
         with torch.inference_mode():
-            return [F.layer_norm(f, f.shape[1:]) for f in self.extractor(batch, levels)]
+            # Plain ints: the ONNX export (a trace) needs the normalised shape constant.
+            return [F.layer_norm(f, [int(d) for d in f.shape[1:]]) for f in self.extractor(batch, levels)]
 
     def _train(self, train_images, validation, seconds_left):
         feats = self._encode_all(train_images, "features")
@@ -143,6 +144,9 @@ class FastFlow(TrainedImageDetector):
                 prob = torch.exp(-0.5 * z.pow(2).mean(1, keepdim=True))
                 maps.append(F.interpolate(-prob, size=size, mode="bilinear", align_corners=False)[:, 0])
         return torch.stack(maps).mean(0)
+
+    def _export_scores(self, features):
+        return self._score_encoded(features)  # torch operations only: traced as it is
 
     def _net_state(self):
         return self.net_, {}

@@ -54,6 +54,15 @@ class GaussianAD(ImageDetector):
             total += np.sqrt(np.maximum(np.einsum("nc,cd,nd->n", delta, precision, delta), 0.0))
         return torch.from_numpy(total)
 
+    def _export_scores(self, features):
+        """`_score_encoded` in torch (float64) for ONNX."""
+        total = 0
+        blocks = torch.split(features.double(), list(self.extractor.channels), dim=1)
+        for block, mean, precision in zip(blocks, self.means_, self.precisions_):
+            delta = block - torch.from_numpy(mean)
+            total = total + ((delta @ torch.from_numpy(precision)) * delta).sum(1).clamp_min(0).sqrt()
+        return total
+
     def _splits(self) -> list[int]:
         return list(np.cumsum(self.extractor.channels)[:-1])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from normalcy.image.base import upsample_map
+from normalcy.image.preprocess import upsample_map
 
 # Anchor colours of a perceptually ordered blue -> cyan -> yellow -> red ramp.
 _RAMP = np.array([[48, 18, 59], [40, 120, 240], [30, 210, 200], [140, 250, 80],

@@ -95,6 +95,9 @@ class PaDiM(ImageDetector):
         d2 = torch.einsum("pnc,pcd,pnd->pn", delta, torch.from_numpy(self.precision_), delta)
         return d2.clamp_min(0).sqrt().T.reshape(n, h, w)
 
+    def _export_scores(self, features):
+        return self._score_encoded(features)  # torch operations only: traced as it is
+
     def _select(self, feats: torch.Tensor) -> torch.Tensor:
         if self.n_features is None:
             return feats

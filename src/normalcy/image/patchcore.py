@@ -91,6 +91,15 @@ class PatchCore(ImageDetector):
         distances, _ = self.index.search(_rows(features).numpy(), 1)
         return torch.from_numpy(np.sqrt(np.maximum(distances[:, 0], 0.0))).reshape(n, h, w)
 
+    def _export_scores(self, features):
+        """The search in torch for ONNX: squared distances by one matrix product, as faiss's
+        IndexFlatL2 computes them, minimum over the bank."""
+        n, c, h, w = features.shape
+        bank = torch.from_numpy(self.memory_bank_)
+        rows = features.permute(0, 2, 3, 1).reshape(-1, c)
+        d2 = (rows * rows).sum(1, keepdim=True) - 2 * rows @ bank.T + (bank * bank).sum(1)
+        return d2.amin(1).clamp_min(0).sqrt().reshape(-1, h, w)
+
     @property
     def index(self):
         if getattr(self, "_index", None) is None:

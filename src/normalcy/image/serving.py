@@ -17,9 +17,10 @@ import io
 import numpy as np
 from PIL import Image
 
-from normalcy.image.base import ImageDetector, scores_and_maps
 from normalcy.image.io import MAX_PIXELS, decode_image
 from normalcy.image.overlay import color_range, overlay
+from normalcy.image.preprocess import scores_and_maps
+from normalcy.runtime import ExportedModel
 from normalcy.serve.codec import Codec, Limits, Output, RequestError, TensorSpec
 
 
@@ -27,7 +28,7 @@ class ImageCodec(Codec):
     modality = "image"
     concurrent = True  # scoring only reads the detector (faiss search, a torch forward)
 
-    def __init__(self, detector: ImageDetector, limits: Limits):
+    def __init__(self, detector, limits: Limits):
         super().__init__(detector, limits)
         self.max_pixels = limits.max_image_pixels or MAX_PIXELS
         # Threads are the server's to set for the whole process; a per-call limit would
@@ -44,8 +45,11 @@ class ImageCodec(Codec):
             self.outputs.append(TensorSpec("overlay", ("BYTES",), (-1,)))
 
     def parameters(self) -> dict:
+        exported = {}
+        if isinstance(self.detector, ExportedModel):  # named by the exported detector's class
+            exported = {"detector": self.detector.meta["class"].rsplit(".", 1)[-1], "exported": True}
         return {**super().parameters(), "image_size": self.detector.image_size,
-                "max_image_pixels": self.max_pixels}
+                "max_image_pixels": self.max_pixels, **exported}
 
     def decode(self, tensors, parameters) -> list[np.ndarray]:
         encoded = tensors["image"].data
@@ -83,4 +87,12 @@ def _png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-CODECS = {ImageDetector: ImageCodec}
+# Exported models are served in the light runtime too, where torch (and so ImageDetector) is absent.
+CODECS = {ExportedModel: ImageCodec}
+try:
+    from normalcy.image.base import ImageDetector
+except ModuleNotFoundError as exc:
+    if exc.name != "torch":
+        raise
+else:
+    CODECS[ImageDetector] = ImageCodec

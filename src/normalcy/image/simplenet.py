@@ -132,6 +132,9 @@ class SimpleNet(TrainedImageDetector):
             x = (_rows(features) - self.mean_) / self.std_
             return -self.net_["discriminator"](self.net_["adaptor"](x))[:, 0].reshape(n, h, w)
 
+    def _export_scores(self, features):
+        return self._score_encoded(features)  # torch operations only: traced as it is
+
     def _net_state(self):
         return self.net_, {"mean": self.mean_.numpy(), "std": self.std_.numpy()}
 

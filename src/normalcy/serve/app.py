@@ -107,13 +107,21 @@ def load_models(model_dirs: Sequence[Path | str | tuple[str, Path | str]], limit
         if name in models:
             raise DataError(f"two models are named {name!r} ({models[name].path} and {path}); "
                             "give one another name with --name NAME=DIR")
-        detector = load(path)
+        detector = _load(path)
         try:
             codec = codec_for(detector, limits)
         except DataError as exc:
             raise ModelFileError(f"{path}: cannot be served: {exc}") from None
         models[name] = Model(name, path, detector, codec, None if codec.concurrent else threading.Lock())
     return models
+
+
+def _load(path: Path):
+    """A model folder, or an exported image model (`normalcy.runtime`: scored without torch)."""
+    from normalcy.runtime import is_exported
+    from normalcy.runtime import load as load_exported
+
+    return load_exported(path) if is_exported(path) else load(path)
 
 
 def set_threads(n: int) -> None:
