@@ -28,6 +28,7 @@ PARAMS = {
     "simplenet": {"image_size": IMAGE_SIZE, "threads": 1, "max_steps": 3, "hidden": 16},
     "fastflow": {"image_size": IMAGE_SIZE, "threads": 1, "max_steps": 2, "flow_steps": 2},
     "draem": {"image_size": IMAGE_SIZE, "threads": 1, "max_steps": 2, "width": 4},
+    "efficientad": {"image_size": IMAGE_SIZE, "threads": 1, "max_steps": 2},
 }
 
 

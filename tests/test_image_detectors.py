@@ -23,7 +23,7 @@ from normalcy.core.checks import assert_same_scores
 from normalcy.core.errors import DataError, ModelFileError, NotFittedError
 from normalcy.core.registry import detectors
 from normalcy.core.threshold import FalseAlarmRate, Fixed
-from normalcy.image import DEFAULT, DRAEM, FastFlow, GaussianAD, PaDiM, PatchCore, SimpleNet
+from normalcy.image import DEFAULT, DRAEM, EfficientAD, FastFlow, GaussianAD, PaDiM, PatchCore, SimpleNet
 from normalcy.image import patchcore
 from normalcy.image.backbone import to_tensor
 from normalcy.image.base import PAD_VALUE, load_square, upsample_map
@@ -37,7 +37,8 @@ WITH_MAPS = ["patchcore", "padim"]
 
 def test_the_registry_names_the_detectors_default_first():
     assert detectors("image") == {"patchcore": PatchCore, "padim": PaDiM, "gaussian": GaussianAD,
-                                  "simplenet": SimpleNet, "fastflow": FastFlow, "draem": DRAEM}
+                                  "simplenet": SimpleNet, "fastflow": FastFlow, "draem": DRAEM,
+                                  "efficientad": EfficientAD}
     assert list(detectors("image"))[0] == DEFAULT
     assert {cls.modality for cls in detectors("image").values()} == {"image"}
 
