@@ -18,18 +18,20 @@ table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #ccc;padding
 
 
 def write_report(path: str | Path, title: str, summary: dict, items: list[dict]) -> Path:
-    """items: dicts with overlay (path relative to the report), name, truth, score, label."""
+    """items: dicts with overlay (path relative to the report), name, truth (None where it
+    is unknown: no verdict is marked wrong), score, label."""
     path = Path(path)
     rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in summary.items())
     cards = []
     for it in sorted(items, key=lambda r: -r["score"]):
-        truth_anomalous = it["truth"] != "good"
-        wrong = bool(it["label"]) != truth_anomalous
+        known = it["truth"] is not None
+        wrong = known and bool(it["label"]) != (it["truth"] != "good")
         verdict = '<span class="flag">anomalous</span>' if it["label"] else "normal"
+        truth = f'<div>truth: {html.escape(it["truth"])}</div>' if known else ""
         cards.append(
             f'<div class="card{" wrong" if wrong else ""}">'
             f'<img src="{html.escape(it["overlay"])}" alt="{html.escape(it["name"])}">'
-            f'<div>{html.escape(it["name"])}</div><div>truth: {html.escape(it["truth"])}</div>'
+            f'<div>{html.escape(it["name"])}</div>{truth}'
             f'<div>score {it["score"]:.3f} &rarr; {verdict}{" (wrong)" if wrong else ""}</div></div>'
         )
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
