@@ -142,7 +142,7 @@ def test_models_lists_every_detector_with_its_parameters():
     result = run("image", "models")
     assert result.returncode == 0, result.stderr
     names = [line.split(":")[0] for line in result.stdout.splitlines() if not line.startswith(" ")]
-    assert names == ["patchcore", "padim", "gaussian", "simplenet", "fastflow", "draem"]
+    assert names == ["patchcore", "padim", "gaussian", "simplenet", "fastflow", "draem", "efficientad"]
     assert "coreset_ratio=0.01" in result.stdout and "threads=None" in result.stdout
 
 

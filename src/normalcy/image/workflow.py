@@ -9,16 +9,19 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from normalcy.core.errors import DataError, NormalcyError
 from normalcy.core.holdout import fit_with_holdout
 from normalcy.core.threshold import ThresholdStrategy
-from normalcy.image.base import ImageDetector
 from normalcy.image.datasets import load_dataset
 from normalcy.image.io import SkippedImageWarning, is_image_file, read_image
 from normalcy.image.overlay import color_range, overlay, save_png
+
+if TYPE_CHECKING:  # predict_to_folder also takes exported models, in the runtime without torch
+    from normalcy.image.base import ImageDetector
 
 RESULT_COLUMNS = ["path", "score", "label", "threshold", "overlay", "error"]
 
@@ -95,6 +98,7 @@ def predict_to_folder(detector: ImageDetector, paths: list[Path], out_dir: str |
             if not chunk:
                 continue
             prediction = detector.detect(images)
+            products = detector.route(images) if hasattr(detector, "route") else None  # a multi-product model
             maps = prediction.localization
             vmin, vmax = color_range(threshold, maps) if maps is not None else (0, 1)
             for i, path in enumerate(chunk):
@@ -104,9 +108,11 @@ def predict_to_folder(detector: ImageDetector, paths: list[Path], out_dir: str |
                     save_png(overlay(images[i], maps[i], vmin, vmax), staging / overlay_name)
                 rows.append({"path": str(path), "score": float(prediction.scores[i]),
                              "label": int(prediction.labels[i]), "threshold": threshold,
-                             "overlay": overlay_name, "error": ""})
+                             "overlay": overlay_name, "error": "",
+                             **({"product": products[i]} if products is not None else {})})
         with open(staging / "results.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS)
+            product = ["product"] if hasattr(detector, "route") else []
+            writer = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS + product, restval="")
             writer.writeheader()
             writer.writerows(rows)
         for item in staging.iterdir():
