@@ -113,7 +113,7 @@ class HypAD(AdversarialReconstruction):
     - window [100]: readings per window; patch [5]: readings per LSTM step (window must be a
       multiple); hidden [32]: LSTM units; latent [20]: latent size; channels [64]: critics'
       hidden units; n_critic [5]: critic updates per encoder/generator update.
-    - epochs [5], max_steps [500], batch_size [64], learning_rate [5e-4], patience [5],
+    - epochs [5], max_steps [400], batch_size [64], learning_rate [5e-4], patience [5],
       validation_fraction [0.2], max_seconds [None]: training budgets (see
       `normalcy.timeseries.deep`).
     - min_train [400], retrain [True], history [10000]: when a stream learned from scratch trains
@@ -128,7 +128,7 @@ class HypAD(AdversarialReconstruction):
     def __init__(self, history: int = 10000, likelihood: bool = False, averaging: int = 1,
                  likelihood_window: int = 2000, warmup: int = 20, window: int = 100, patch: int = 5,
                  hidden: int = 32, latent: int = 20, channels: int = 64, n_critic: int = 5, epochs: float = 5,
-                 max_steps: int = 500, batch_size: int = 64, learning_rate: float = 5e-4,
+                 max_steps: int = 400, batch_size: int = 64, learning_rate: float = 5e-4,
                  patience: int | None = 5, validation_fraction: float = 0.2, max_seconds: float | None = None,
                  min_train: int = 400, retrain: bool = True, threads: int | None = 1, seed: int = 0):
         super().__init__(history, likelihood, averaging, likelihood_window, warmup)

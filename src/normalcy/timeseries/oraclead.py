@@ -106,7 +106,7 @@ class OracleAD(WindowNetDetector):
       reading after them, which is predicted).
     - hidden [32]: embedding and LSTM size; heads [4]: attention heads (must divide hidden).
     - lambda_dev [0.1]: weight of the structure deviation in the training loss.
-    - epochs [20], max_steps [2000], batch_size [64], learning_rate [1e-3], patience [5],
+    - epochs [20], max_steps [1600], batch_size [64], learning_rate [1e-3], patience [5],
       validation_fraction [0.2], max_seconds [None]: training budgets (see
       `normalcy.timeseries.deep`).
     - min_train [400], retrain [True], history [10000]: when a stream learned from scratch trains
@@ -121,7 +121,7 @@ class OracleAD(WindowNetDetector):
 
     def __init__(self, history: int = 10000, likelihood: bool = False, averaging: int = 1,
                  likelihood_window: int = 2000, warmup: int = 20, window: int = 50, hidden: int = 32,
-                 heads: int = 4, lambda_dev: float = 0.1, epochs: float = 20, max_steps: int = 2000,
+                 heads: int = 4, lambda_dev: float = 0.1, epochs: float = 20, max_steps: int = 1600,
                  batch_size: int = 64, learning_rate: float = 1e-3, patience: int | None = 5,
                  validation_fraction: float = 0.2, max_seconds: float | None = None, min_train: int = 400,
                  retrain: bool = True, threads: int | None = 1, seed: int = 0):
