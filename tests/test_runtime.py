@@ -153,3 +153,15 @@ def test_an_export_without_a_threshold_scores_but_does_not_label(image_data, tmp
         model.predict(image_data.test)
     with pytest.raises(DataError, match="whole images only"):
         model.explain(image_data.test)
+
+
+def test_the_server_names_an_onnx_file_by_its_stem_and_gives_its_session_the_threads(folder_and_export):
+    from normalcy.serve.app import load_models
+    from normalcy.serve.codec import Limits
+
+    _, onnx_file, _ = folder_and_export
+    for threads, intra in ((1, 1), (None, 0)):  # 0: onnxruntime's own choice
+        models = load_models([onnx_file], Limits(), threads)
+        assert list(models) == ["parts"]
+        session = models["parts"].codec.detector._runner.session
+        assert session.get_session_options().intra_op_num_threads == intra

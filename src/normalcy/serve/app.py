@@ -91,13 +91,19 @@ class HTTPError(Exception):
 
 
 def model_name(folder: Path | str) -> str:
-    """The name a folder is served under: its name without a `.model` suffix."""
+    """The name a model is served under: its folder's name without a `.model` suffix (an
+    exported file's without `.onnx`)."""
     name = Path(folder).resolve().name
-    return name[: -len(SUFFIX)] if name.endswith(SUFFIX) and len(name) > len(SUFFIX) else name
+    for suffix in (SUFFIX, ".onnx"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
-def load_models(model_dirs: Sequence[Path | str | tuple[str, Path | str]], limits: Limits) -> dict[str, Model]:
-    """Load every model folder once; a name is `model_name(folder)` unless given as (name, dir)."""
+def load_models(model_dirs: Sequence[Path | str | tuple[str, Path | str]], limits: Limits,
+                threads: int | None = None) -> dict[str, Model]:
+    """Load every model folder once; a name is `model_name(folder)` unless given as (name, dir).
+    `threads`: what exported models' runtime sessions use (their own setting, not torch's)."""
     models: dict[str, Model] = {}
     for item in model_dirs:
         name, path = (item[0], Path(item[1])) if isinstance(item, tuple) else (model_name(item), Path(item))
@@ -107,7 +113,7 @@ def load_models(model_dirs: Sequence[Path | str | tuple[str, Path | str]], limit
         if name in models:
             raise DataError(f"two models are named {name!r} ({models[name].path} and {path}); "
                             "give one another name with --name NAME=DIR")
-        detector = _load(path)
+        detector = _load(path, threads)
         try:
             codec = codec_for(detector, limits)
         except DataError as exc:
@@ -116,12 +122,12 @@ def load_models(model_dirs: Sequence[Path | str | tuple[str, Path | str]], limit
     return models
 
 
-def _load(path: Path):
+def _load(path: Path, threads: int | None = None):
     """A model folder, or an exported image model (`normalcy.runtime`: scored without torch)."""
     from normalcy.runtime import is_exported
     from normalcy.runtime import load as load_exported
 
-    return load_exported(path) if is_exported(path) else load(path)
+    return load_exported(path, threads) if is_exported(path) else load(path)
 
 
 def set_threads(n: int) -> None:
@@ -144,7 +150,7 @@ def create_app(model_dirs: Sequence[Path | str | tuple[str, Path | str]], token:
     if signing is not None and token is None:
         raise DataError("the embedding signing and verification endpoints need a bearer token: give --token-file "
                         "FILE (anyone who could reach them could sign vectors with this server's key)")
-    models = load_models(model_dirs, limits)
+    models = load_models(model_dirs, limits, threads)
     if not models and signing is None:
         raise DataError("no models to serve: give at least one model folder (or --signing-key / --verify-key)")
     if threads is not None:
