@@ -44,6 +44,11 @@ def test_routes_each_image_to_its_product(fitted):
     scores, products = model.scores_and_products(test)
     assert products == ["grey", "red", "grey", "red"]
     assert scores[2] > scores[0] and scores[3] > scores[1]
+    prediction, routed = model.detect_with_products(test)  # what predict's results.csv uses
+    plain = model.detect(test)
+    assert routed == products
+    np.testing.assert_array_equal(prediction.scores, plain.scores)
+    np.testing.assert_array_equal(prediction.localization, plain.localization)
 
 
 def test_scores_are_each_products_detector_on_one_scale(fitted):

@@ -25,6 +25,7 @@ import torch
 from normalcy.core.detector import expect_arrays
 from normalcy.core.errors import DataError, ModelFileError
 from normalcy.core.registry import build, check_params, detector_class, parameter_names
+from normalcy.core.results import Prediction
 from normalcy.core.threads import thread_limit
 from normalcy.core.threshold import F1Optimal, FalseAlarmRate, Fixed, ThresholdStrategy
 from normalcy.image.base import ImageDetector, _as_items, is_int
@@ -178,6 +179,12 @@ class MultiProduct(ImageDetector):
         """decision_function(X), and the product each image matched (routed once)."""
         scores, _, products = self._score_routed(X, maps=False)
         return scores, products
+
+    def detect_with_products(self, X) -> tuple[Prediction, list[str]]:
+        """detect(X), and the product each image matched (routed once)."""
+        threshold = self._fitted_threshold()
+        scores, maps, products = self._score_routed(X, maps=True)
+        return Prediction.from_scores(scores, threshold, maps), products
 
     def _score(self, X, maps):
         return self._score_routed(X, maps)[:2]

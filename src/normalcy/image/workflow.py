@@ -76,6 +76,7 @@ def predict_to_folder(detector: ImageDetector, paths: list[Path], out_dir: str |
     a failure leaves out_dir as it was.
     """
     threshold = detector._require_threshold()
+    routes = hasattr(detector, "detect_with_products")  # a multi-product model: results.csv says the product
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".predict-", dir=out_dir))
@@ -97,8 +98,10 @@ def predict_to_folder(detector: ImageDetector, paths: list[Path], out_dir: str |
                                  "overlay": "", "error": str(exc)})
             if not chunk:
                 continue
-            prediction = detector.detect(images)
-            products = detector.route(images) if hasattr(detector, "route") else None  # a multi-product model
+            if routes:  # a multi-product model: the product each image matched, from the same pass
+                prediction, products = detector.detect_with_products(images)
+            else:
+                prediction, products = detector.detect(images), None
             maps = prediction.localization
             vmin, vmax = color_range(threshold, maps) if maps is not None else (0, 1)
             for i, path in enumerate(chunk):
@@ -111,7 +114,7 @@ def predict_to_folder(detector: ImageDetector, paths: list[Path], out_dir: str |
                              "overlay": overlay_name, "error": "",
                              **({"product": products[i]} if products is not None else {})})
         with open(staging / "results.csv", "w", newline="") as fh:
-            product = ["product"] if hasattr(detector, "route") else []
+            product = ["product"] if routes else []
             writer = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS + product, restval="")
             writer.writeheader()
             writer.writerows(rows)
