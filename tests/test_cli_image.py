@@ -271,6 +271,19 @@ def test_benchmark_follows_the_project_convention(data, tmp_path):
     assert "| gaussian | normalcy | parts |" in out.with_suffix(".md").read_text()
 
 
+def test_benchmark_keeps_each_detectors_own_image_size_unless_told(data, tmp_path, monkeypatch):
+    from normalcy.core.registry import build
+    from normalcy.image import benchmark
+
+    asked = []
+    monkeypatch.setattr(benchmark, "run", lambda root, names, params, *rest: asked.append(params) or sys.exit(0))
+    for extra in ([], ["--image-size", "96"]):
+        run("image", "benchmark", "--data", str(data), "--json", str(tmp_path / "b.json"), "--models", "draem", *extra)
+    sizes = [build("image", "draem", {k: v for k, v in params.items() if k in ("image_size",) and v is not None})
+             .image_size for params in asked]
+    assert sizes == [128, 96]  # DRAEM's own default (the benchmark used to force 256), then the one asked for
+
+
 def test_benchmark_refuses_an_unknown_detector_before_running(data, tmp_path):
     result = run("image", "benchmark", "--data", str(data), "--json", str(tmp_path / "b.json"),
                  "--models", "gaussian,resnet")

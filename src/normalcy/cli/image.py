@@ -222,7 +222,8 @@ def benchmark(
     json_path: Path = typer.Option(..., "--json", help="JSON results; a Markdown table is written beside it (.md)."),
     models: str = typer.Option("", "--models", help="Comma-separated detectors (default: every registered one)."),
     backbone: Backbone = typer.Option(Backbone.lite0, "--backbone"),
-    image_size: int = typer.Option(256, "--image-size"),
+    image_size: int = typer.Option(None, "--image-size", help="Working size (default: each detector's own: 256, "
+                                                               "DRAEM 128)."),
     coreset_ratio: float = typer.Option(0.01, "--coreset-ratio", help="For the detectors that take it (PatchCore)."),
     resize: Resize = typer.Option(None, "--resize", help="squash or pad (default: each detector's own)."),
     max_minutes: float = typer.Option(None, "--max-minutes", help="Time budget of each trained detector's fit."),
@@ -367,11 +368,12 @@ def models():
 
 def _training_note(detector) -> str:
     """` (trained N steps in S s, stopped: WHY, kept step M, synthetic-defect validation X)`
-    for trained detectors."""
+    for trained detectors (FastFlow's figure is its held-out log-likelihood)."""
     training = getattr(detector, "training_", None)
     if not training:
         return ""
-    best = "" if training["validation"] is None else f", synthetic-defect validation {training['validation']:.4f}"
+    figure = training.get("figure", "synthetic-defect validation")  # model files from before the name was kept
+    best = "" if training["validation"] is None else f", {figure} {training['validation']:.4f}"
     return (f" (trained {training['steps']} steps in {training['seconds']:.0f} s, stopped: {training['stopped']}, "
             f"kept step {training['best_step']}{best})")
 

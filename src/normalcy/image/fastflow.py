@@ -12,9 +12,9 @@ over stages; the image score is the largest. Adam, learning rate 1e-3, weight de
 
 Departures:
 
-- Two stages, the EfficientNet-Lite stride-8 and stride-16 outputs every image detector here
-  uses, instead of ResNet-18's three (stride 4 too): the stride-4 flow more than doubles the
-  work of a step on a CPU.
+- The EfficientNet-Lite stride-4, stride-8 and stride-16 outputs (the reference code takes
+  ResNet-18's stages at the same strides). Model files from before the stride-4 stage was added
+  keep their two stages (8 and 16).
 - Each stage is layer-normalised over (channels, height, width) without the learned
   per-position affine of the reference code, so a model does not depend on its input size.
 - Features are computed once for the whole training set, not every epoch (the backbone is
@@ -22,15 +22,24 @@ Departures:
 - 8 images a step, not 32: four times the updates for the same work. On MVTec AD bottle's
   training images the synthetic-defect validation figure reached 0.95 after 12 passes with 32
   images a step and after 3 with 8 (the test set's image AUROC was 0.98 at both points).
+- The model kept is an exponential moving average of the weights (decay 0.98, about the last
+  50 steps): at 8 images a step the test pixel AUROC of the raw weights swung by 0.005 between
+  passes.
 - Maps are Gaussian-smoothed as every image detector's here (sigma 4 px at 256).
-- Training stops early on the synthetic-defect validation figure (`TrainedImageDetector`)
-  rather than on the test set's pixel AUROC as anomalib's configuration does.
+- Training keeps the state with the highest likelihood of the held-out normal images' features
+  (the flow's own objective, no defect needed), not the synthetic-defect figure the other
+  trained detectors watch, nor the test set's pixel AUROC as anomalib's configuration does. On
+  MVTec AD bottle (two stages, raw weights) the synthetic figure stopped moving (0.955-0.958)
+  after 100 steps while the test pixel AUROC still climbed (0.958 to 0.970 by step 1,200), and
+  the held-out likelihood climbed with it.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -42,7 +51,10 @@ from normalcy.image.trainable import TrainedImageDetector
 
 IMAGES_PER_STEP = 8
 CLAMP = 2.0
-STRIDES = (8, 16)
+STRIDES = (4, 8, 16)
+OLD_STRIDES = (8, 16)  # model files without a `strides` array
+LEARNING_RATE = 1e-3
+EMA_DECAY = 0.98
 
 
 class FastFlow(TrainedImageDetector):
@@ -53,7 +65,7 @@ class FastFlow(TrainedImageDetector):
 
     - flow_steps: coupling steps per flow (default 8).
     - hidden_ratio: hidden channels of a coupling subnet per input channel (default 1.0).
-    - max_steps (default 3000: about 500 passes over 200 images, the paper's length),
+    - max_steps (default 700: 28 passes over 200 images, about 8 minutes on 2 cores),
       max_minutes (None), patience (5), validation_fraction (0.1), seed (0): training, as for
       every trained image detector (`TrainedImageDetector`).
     - backbone ("efficientnet-lite0"), image_size (256), batch_size (8), threads (None),
@@ -63,6 +75,7 @@ class FastFlow(TrainedImageDetector):
     name = "fastflow"
     _fitted_attribute = "net_"
     steps_per_epoch_images = IMAGES_PER_STEP
+    validation_figure = "held-out log-likelihood"
 
     def __init__(
         self,
@@ -70,7 +83,7 @@ class FastFlow(TrainedImageDetector):
         image_size: int = 256,
         flow_steps: int = 8,
         hidden_ratio: float = 1.0,
-        max_steps: int = 3000,
+        max_steps: int = 700,
         max_minutes: float | None = None,
         patience: int | None = 5,
         validation_fraction: float = 0.1,
@@ -98,17 +111,19 @@ class FastFlow(TrainedImageDetector):
             raise DataError(f"hidden_ratio must be a number in (0, 16], got {r!r}")
 
     def _encode(self, batch):
-        levels = tuple(self.extractor.level_at_stride(s) for s in STRIDES)
+        levels = tuple(self.extractor.level_at_stride(s) for s in getattr(self, "strides_", STRIDES))
         with torch.inference_mode():
             # Plain ints: the ONNX export (a trace) needs the normalised shape constant.
             return [F.layer_norm(f, [int(d) for d in f.shape[1:]]) for f in self.extractor(batch, levels)]
 
     def _train(self, train_images, validation, seconds_left):
+        self.strides_ = STRIDES
         feats = self._encode_all(train_images, "features")
-        val_feats = self._encode_all(validation.images, "validation features")
+        held = self._encode_all(validation.images[validation.labels == 0], "validation features")
         with seeded(self.seed):
             net = _build([f.shape[1] for f in feats], self.flow_steps, self.hidden_ratio)
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-5)
+        self.net_ = average = copy.deepcopy(net).requires_grad_(False)
+        opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE, weight_decay=1e-5)
         n = len(train_images)
 
         def step(i):
@@ -120,16 +135,18 @@ class FastFlow(TrainedImageDetector):
             opt.zero_grad()
             loss.backward()
             opt.step()
+            with torch.no_grad():  # the early steps weigh less while the average warms up
+                for mean, p in zip(average.parameters(), net.parameters()):
+                    mean.lerp_(p, 1 - min(EMA_DECAY, (1 + i) / (10 + i)))
             return loss.item()
 
-        def validate():
-            self.net_ = net
-            patch = self._score_encoded(val_feats)
-            return validation.figure(patch.flatten(1).amax(1).numpy(), patch)
+        def validate():  # mean log-likelihood per feature value of the held-out normal images
+            with torch.no_grad():
+                nll = sum(float((0.5 * z.pow(2).sum((1, 2, 3)) - log_det).sum()) for z, log_det in
+                          (_run(flow, f) for flow, f in zip(average, held)))
+            return -nll / sum(f.numel() for f in held)
 
-        result = train(net, step, validate=validate, **self._engine_args(n, seconds_left))
-        self.net_ = net
-        return result
+        return train(average, step, validate=validate, **self._engine_args(n, seconds_left))
 
     def _score_encoded(self, features):
         channels = [len(flow[0].global_offset[0]) for flow in self.net_]
@@ -149,11 +166,17 @@ class FastFlow(TrainedImageDetector):
         return self._score_encoded(features)  # torch operations only: traced as it is
 
     def _net_state(self):
-        return self.net_, {}
+        return self.net_, {"strides": np.array(self.strides_, dtype=np.int64)}
 
     def _load_net(self, arrays, meta):
+        if "strides" in arrays:
+            expect_arrays(arrays, {"strides": (None,)})
+        strides = tuple(int(s) for s in arrays.get("strides", OLD_STRIDES))
+        if strides not in (STRIDES, OLD_STRIDES):
+            raise ModelFileError(f"FastFlow strides {list(strides)} are not {list(STRIDES)} or {list(OLD_STRIDES)}")
+        self.strides_ = strides
         channels = []
-        for k in range(len(STRIDES)):
+        for k in range(len(strides)):
             expect_arrays(arrays, {f"net.{k}.0.global_offset": (1, None, 1, 1)})
             channels.append(arrays[f"net.{k}.0.global_offset"].shape[1])
         self.net_ = _build(channels, self.flow_steps, self.hidden_ratio)

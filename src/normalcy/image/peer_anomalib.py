@@ -10,8 +10,8 @@ the packaged EfficientNet-Lite0 weights mapped onto timm's tf_efficientnet_lite0
 tensors, TF padding; exact to 0.0 on logits, per the recipe's verify_mapping.py).
 
 - fastflow: anomalib's Fastflow (8 flow steps, 3x3/1x1 alternating, hidden ratio 1.0, its own
-  LayerNorm with learned affine, Adam 1e-3, batch 32) on the same stride-8 and stride-16
-  stages as normalcy's FastFlow; anomalib accepts only ResNet and ViT backbones, so the
+  LayerNorm with learned affine, Adam 1e-3, batch 32) on the same stride-4, stride-8 and
+  stride-16 stages as normalcy's FastFlow; anomalib accepts only ResNet and ViT backbones, so the
   extractor, norms and flows are rebuilt for EfficientNet-Lite0. Its recipe trains up to 500
   epochs with early stopping (patience 3) on the pixel AUROC of its validation split, which
   anomalib's MVTec datamodule makes the test set.
@@ -102,7 +102,7 @@ def run_child(name: str, a) -> dict:
                          pre_processor=Fastflow.configure_pre_processor(image_size=size), evaluator=evaluator,
                          visualizer=False)
         fm = model.model
-        fm.feature_extractor = efficientnet_features([2, 3])  # strides 8 and 16
+        fm.feature_extractor = efficientnet_features([1, 2, 3])  # strides 4, 8 and 16
         channels, scales = fm.feature_extractor.feature_info.channels(), fm.feature_extractor.feature_info.reduction()
         dims = [[c, size[0] // s, size[1] // s] for c, s in zip(channels, scales)]
         fm.norms = torch.nn.ModuleList(torch.nn.LayerNorm(d, elementwise_affine=True) for d in dims)

@@ -75,6 +75,8 @@ class TrainedImageDetector(ImageDetector):
 
     # Set by each method: steps between validations, as a function of the training set size.
     steps_per_epoch_images: int = 8
+    # What the method's validation figure is (the training record and the CLI name it).
+    validation_figure: str = "synthetic-defect validation"
 
     def fit(self, X, y=None) -> "TrainedImageDetector":
         self._check_params()
@@ -93,7 +95,8 @@ class TrainedImageDetector(ImageDetector):
             left = None if self.max_minutes is None else self.max_minutes * 60 - (time.monotonic() - start)
             result = self._train(train, validation, left)
         self.training_ = {"steps": result.steps, "best_step": result.best_step, "validation": result.best,
-                          "stopped": result.stopped, "seconds": round(time.monotonic() - start, 3)}
+                          "stopped": result.stopped, "seconds": round(time.monotonic() - start, 3),
+                          "figure": self.validation_figure}
         return self
 
     def _check_params(self) -> None:
