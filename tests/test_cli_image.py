@@ -272,16 +272,14 @@ def test_benchmark_follows_the_project_convention(data, tmp_path):
 
 
 def test_benchmark_keeps_each_detectors_own_image_size_unless_told(data, tmp_path, monkeypatch):
-    from normalcy.core.registry import build
     from normalcy.image import benchmark
 
     asked = []
     monkeypatch.setattr(benchmark, "run", lambda root, names, params, *rest: asked.append(params) or sys.exit(0))
     for extra in ([], ["--image-size", "96"]):
         run("image", "benchmark", "--data", str(data), "--json", str(tmp_path / "b.json"), "--models", "draem", *extra)
-    sizes = [build("image", "draem", {k: v for k, v in params.items() if k in ("image_size",) and v is not None})
-             .image_size for params in asked]
-    assert sizes == [128, 96]  # DRAEM's own default (the benchmark used to force 256), then the one asked for
+    # None: each run builds its detector without it, so DRAEM keeps its 128 (it used to be given 256)
+    assert [params["image_size"] for params in asked] == [None, 96]
 
 
 def test_benchmark_refuses_an_unknown_detector_before_running(data, tmp_path):

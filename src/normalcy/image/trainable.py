@@ -6,8 +6,9 @@ at 256 px), holds out `validation_fraction` of them, draws three synthetic defec
 (`normalcy.image.synthetic`: Perlin, CutPaste, scar, placed on the part) on each held-out
 image, and hands the rest to the method's `_train`. The figure early stopping watches needs no
 real defect: on the held-out images and their synthetic twins it is the mean of the image
-AUROC and the pixel AUROC (maps and masks at VALIDATION_SIZE). The best state by that figure
-is kept; Ctrl-C keeps it too (see `normalcy.core.training`). The step budget (`max_steps`) and
+AUROC and the pixel AUROC (maps and masks at VALIDATION_SIZE); a method may watch another
+figure that needs no defect (FastFlow: its held-out likelihood; `validation_figure` names it).
+The best state by that figure is kept; Ctrl-C keeps it too (see `normalcy.core.training`). The step budget (`max_steps`) and
 the optional time budget (`max_minutes`, counted from the start of `fit`, feature extraction
 included) bound the run; without a time budget a run is deterministic (same seed, same thread
 count, same machine: same model).
