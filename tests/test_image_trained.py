@@ -295,11 +295,16 @@ def test_ctrl_c_before_the_first_checkpoint_writes_no_model(parts, tmp_path, mon
 def test_sigint_during_training_saves_the_best_model(parts, tmp_path):
     """A real Ctrl-C: SIGINT to a real `normalcy image fit` once a checkpoint has been kept."""
     out = tmp_path / "m"
-    code = "import normalcy.core.progress as p; p.LOG_EVERY = 0.0; from normalcy.cli.main import main; main()"
+    # SIGUSR1 dumps the child's stacks, should it not stop
+    code = ("import faulthandler, signal; faulthandler.register(signal.SIGUSR1); import normalcy.core.progress as p; "
+            "p.LOG_EVERY = 0.0; from normalcy.cli.main import main; main()")
     args = [sys.executable, "-c", code, "image", "fit", "--data", str(parts), "--out", str(out), "--model",
             "simplenet", "--max-steps", "1000000", "--param", "patience=null", "--param", "hidden=16", *FAST]
+    # The child gets the default SIGINT action whatever the test process inherited (an ignored
+    # SIGINT would be inherited, and Python then installs no KeyboardInterrupt handler).
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     deadline = time.monotonic() + 120
     for line in proc.stderr:
@@ -307,7 +312,14 @@ def test_sigint_during_training_saves_the_best_model(parts, tmp_path):
         if "best " in line or time.monotonic() > deadline:  # a checkpoint was kept
             break
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        pytest.fail("the child did not stop on SIGINT; its stacks:\n" + stderr[-6000:])
     assert proc.returncode == 0, "".join(seen) + stderr
     assert "stopped (interrupted)" in stderr and "saved simplenet" in stdout
     det = modelfile.load(out)
