@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
@@ -231,6 +232,22 @@ def test_bad_training_parameters_are_refused_before_any_work(name, param, value,
 def test_too_few_images_to_hold_out_are_refused(image_data):
     with pytest.raises(DataError, match="at least 3 training images"):
         make_detector("fastflow").fit(image_data.train[:2])
+
+
+def test_draem_learning_rate_drops_to_a_fifth_at_80_and_90_percent_of_its_steps(image_data, monkeypatch):
+    from normalcy.image import draem
+
+    rates = []
+
+    class Recording(torch.optim.Adam):
+        def step(self, closure=None):
+            rates.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "Adam", Recording)
+    make_detector("draem", max_steps=10, patience=None).fit(image_data.train)
+    base = draem.LEARNING_RATE
+    np.testing.assert_allclose(rates, [base] * 8 + [base / 5, base / 25])
 
 
 def test_draem_takes_no_backbone():

@@ -4,6 +4,7 @@ process where torch cannot be imported, with the torch model's results; and its 
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 import textwrap
@@ -165,3 +166,23 @@ def test_the_server_names_an_onnx_file_by_its_stem_and_gives_its_session_the_thr
         assert list(models) == ["parts"]
         session = models["parts"].codec.detector._runner.session
         assert session.get_session_options().intra_op_num_threads == intra
+
+
+def test_evaluate_takes_an_export_and_gives_the_model_folders_figures(tmp_path):
+    from normalcy.image.demo import make_dataset
+
+    data = make_dataset(tmp_path / "parts", n_train=8, n_good=3, n_per_defect=2)
+    assert run("image", "fit", "--data", str(data), "--out", str(tmp_path / "m"), "--image-size", "64",
+               "--threads", "1", "--holdout", "0.25").returncode == 0
+    assert run("image", "export", str(tmp_path / "m"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")).returncode == 0
+    figures = {}
+    for name in ("m", "m.onnx"):
+        result = run("image", "evaluate", str(tmp_path / name), "--data", str(data), "--json", str(tmp_path / f"{name}.json"))
+        assert result.returncode == 0, result.stderr
+        figures[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    torch_figures, exported = figures["m"], figures["m.onnx"]
+    assert exported["detector"] == torch_figures["detector"] == "PatchCore" and exported["exported"] is True
+    assert "exported" not in torch_figures
+    for key in ("image_auroc", "pixel_auroc", "aupro", "n_images_with_masks", "recall_at_threshold"):
+        assert exported[key] == pytest.approx(torch_figures[key], abs=1e-4), key
+    assert 0.0 < torch_figures["pixel_auroc"] < 1.0  # maps were compared, not two constants

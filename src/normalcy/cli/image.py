@@ -111,15 +111,8 @@ def predict(
     may also be an exported model (`normalcy image export`: a .onnx file or an OpenVINO folder),
     scored without torch."""
     from normalcy.image.workflow import expand_inputs, predict_to_folder
-    from normalcy.runtime import is_exported
 
-    if is_exported(model_dir):
-        from normalcy.runtime import load
-
-        detector = load(model_dir, threads)
-    else:
-        detector = _load(model_dir, threads)
-    rows = predict_to_folder(detector, expand_inputs(paths), out, "skip" if skip_bad else "raise")
+    rows = predict_to_folder(_load_scorer(model_dir, threads), expand_inputs(paths), out, "skip" if skip_bad else "raise")
     flagged = sum(1 for r in rows if r["label"] == 1)
     typer.echo(f"{len(rows)} images scored, {flagged} flagged anomalous; results in {out / 'results.csv'}")
 
@@ -182,19 +175,23 @@ def export(
 
 @app.command()
 def evaluate(
-    model_dir: Path = typer.Argument(..., help="Model folder."),
+    model_dir: Path = typer.Argument(..., help="Model folder, or an exported model (.onnx file or OpenVINO folder)."),
     data: Path = typer.Option(..., "--data", help="Labelled data: MVTec layout or folder layout with anomalies."),
     json_path: Path = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
     threads: int = THREADS,
 ):
-    """Image AUROC, pixel AUROC, AUPRO and F1-max on a labelled test set."""
+    """Image AUROC, pixel AUROC, AUPRO and F1-max on a labelled test set, for a model folder or
+    an exported model."""
     from normalcy.cli.common import echo_metrics
     from normalcy.image.datasets import load_dataset
     from normalcy.image.evaluate import evaluate as run_evaluation
+    from normalcy.runtime import ExportedModel
 
-    detector = _load(model_dir, threads)
+    detector = _load_scorer(model_dir, threads)
     metrics, _ = run_evaluation(detector, load_dataset(data))
-    echo_metrics({"model": str(model_dir), "detector": type(detector).__name__, "data": str(data), **metrics}, json_path)
+    exported = isinstance(detector, ExportedModel)
+    about = {"detector": detector.class_name, "exported": True} if exported else {"detector": type(detector).__name__}
+    echo_metrics({"model": str(model_dir), **about, "data": str(data), **metrics}, json_path)
 
 
 @app.command()
@@ -410,6 +407,17 @@ def _build(name: str, params: list[str] | None, options: dict):
     accepted = parameter_names(detector_class("image", name))
     options = {k: v for k, v in options.items() if k in accepted or (k != "seed" and v is not None)}
     return build_detector("image", name, params, options)
+
+
+def _load_scorer(path: Path, threads: int | None):
+    """A model folder's detector, or an exported model (scored without torch)."""
+    from normalcy.runtime import is_exported
+
+    if is_exported(path):
+        from normalcy.runtime import load
+
+        return load(path, threads)
+    return _load(path, threads)
 
 
 def _load(model_dir: Path, threads: int | None):

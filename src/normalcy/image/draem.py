@@ -6,7 +6,8 @@ Two networks trained together on normal images, half of them with a synthetic Pe
 return the defect-free image (loss L2 + 1 - SSIM), and a discriminative U-Net, given the
 image and its reconstruction, learns the defect's mask (focal loss, gamma 2). The map is the
 discriminative network's defect probability; the image score is the largest value of the map
-averaged over 21 x 21 pixels (at 256 px). Adam, learning rate 1e-4, 8 images a step.
+averaged over 21 x 21 pixels (at 256 px). Adam, 8 images a step; the learning rate drops to a
+fifth at 80 % and again at 90 % of the budget, as the paper's does at 80 % and 90 % of its epochs.
 
 Departures, for a CPU:
 
@@ -16,9 +17,15 @@ Departures, for a CPU:
   6 discriminative levels with skips) is the paper's.
 - Images are 128 x 128 by default (the paper's 256 is four times the work); maps come back
   at that size, as every detector's come back at its image_size.
-- Training stops early on the synthetic-defect validation figure (`TrainedImageDetector`),
-  or at the step or time budget, not after 700 epochs; so there is no learning-rate drop at
-  80 % and 90 % of them, and no random rotation of the normal images.
+- The budget is `max_steps` (default 1000, about 25 minutes here) or `max_minutes`,
+  whichever runs out first, not 700 epochs (about 17,500 steps); the learning-rate drops
+  come at 80 % and 90 % of it. With 6 % of the paper's steps the learning rate starts at
+  3e-4 (the paper's 1e-4 was still far from done at the end of a 28-minute budget). The
+  synthetic-defect validation figure (`TrainedImageDetector`) picks the state kept, but
+  does not stop training early by default (`patience` None): at the starting learning rate
+  it swings by up to 0.1 between passes, and on MVTec AD bottle a patience of 10 passes
+  stopped training at step 720, before the drops that settle it. No random rotation of the
+  normal images.
 - Defect textures are the normal images themselves under strong transforms, or a folder
   (`textures`), as the DTD set the paper used does not download here; defects land on the
   part (foreground-aware placement).
@@ -29,6 +36,8 @@ discriminative network halves the image five times).
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
@@ -44,6 +53,8 @@ from normalcy.image.trainable import TrainedImageDetector
 IMAGES_PER_STEP = 8
 DEFECT_SHARE = 0.5  # of training images that get a synthetic defect, as in the paper
 POOL = 21  # the image score's averaging window at 256 px
+LEARNING_RATE = 3e-4
+LR_DROPS = (0.8, 0.9)  # shares of the budget where the learning rate drops to a fifth
 
 
 class DRAEM(TrainedImageDetector):
@@ -55,7 +66,7 @@ class DRAEM(TrainedImageDetector):
       (default 32; the paper's 128 and 64).
     - textures: a folder of images to fill synthetic defects with (default None: the normal
       images under strong transforms).
-    - max_steps (default 20000), max_minutes (None), patience (10), validation_fraction
+    - max_steps (default 1000), max_minutes (None), patience (None), validation_fraction
       (0.1), seed (0): training, as for every trained image detector (`TrainedImageDetector`).
     - image_size: the working size, a multiple of 32 (default 128).
     - batch_size (8), threads (None) and resize ("squash"): as for every image detector
@@ -71,9 +82,9 @@ class DRAEM(TrainedImageDetector):
         image_size: int = 128,
         width: int = 32,
         textures: str | None = None,
-        max_steps: int = 20000,
+        max_steps: int = 1000,
         max_minutes: float | None = None,
-        patience: int | None = 10,
+        patience: int | None = None,
         validation_fraction: float = 0.1,
         seed: int = 0,
         batch_size: int = 8,
@@ -117,10 +128,14 @@ class DRAEM(TrainedImageDetector):
         val = to_tensor(validation.images)
         with seeded(self.seed):
             net = _build(self.width)
-        opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+        opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
         n = len(train_images)
+        start = time.monotonic()
 
         def step(i):
+            spent = max(i / self.max_steps, 0 if seconds_left is None else (time.monotonic() - start) / seconds_left)
+            for group in opt.param_groups:
+                group["lr"] = LEARNING_RATE * 0.2 ** sum(spent >= share for share in LR_DROPS)
             clean = train_images[rng.integers(0, n, min(IMAGES_PER_STEP, n))]
             seen, masks = clean.copy(), np.zeros(clean.shape[:3], dtype=np.float32)
             for k in range(len(clean)):

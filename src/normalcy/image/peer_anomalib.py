@@ -14,7 +14,8 @@ tensors, TF padding; exact to 0.0 on logits, per the recipe's verify_mapping.py)
   stride-16 stages as normalcy's FastFlow; anomalib accepts only ResNet and ViT backbones, so the
   extractor, norms and flows are rebuilt for EfficientNet-Lite0. Its recipe trains up to 500
   epochs with early stopping (patience 3) on the pixel AUROC of its validation split, which
-  anomalib's MVTec datamodule makes the test set.
+  anomalib's MVTec datamodule makes the test set; `--no-early-stopping` trains until
+  `--max-minutes` instead (and keeps the last state).
 - draem: anomalib's Draem (widths 128 / 64 as the paper, Adam 1e-4, batch 8, its Perlin
   generator). Without a texture set it downloads DTD, which cannot happen here: `--textures
   DIR` names the folder (the benchmark writes the category's normal images under the strong
@@ -108,9 +109,11 @@ def run_child(name: str, a) -> dict:
         fm.norms = torch.nn.ModuleList(torch.nn.LayerNorm(d, elementwise_affine=True) for d in dims)
         fm.fast_flow_blocks = torch.nn.ModuleList(create_fast_flow_block(d, False, 1.0, 8) for d in dims)
         max_epochs = 500
-        callbacks.append(EarlyStopping(monitor="pixel_AUROC", patience=3, mode="max"))
-        extra = {"stages": list(zip(channels, scales)), "recipe": "max 500 epochs, early stopping patience 3 on "
-                 "validation pixel AUROC (validation split = test set)"}
+        recipe = "max 500 epochs"
+        if a.early_stopping:
+            callbacks.append(EarlyStopping(monitor="pixel_AUROC", patience=3, mode="max"))
+            recipe += ", early stopping patience 3 on validation pixel AUROC (validation split = test set)"
+        extra = {"stages": list(zip(channels, scales)), "recipe": recipe}
     elif name == "draem":
         from anomalib.models import Draem
         from anomalib.models.image.draem.torch_model import DiscriminativeSubNetwork, ReconstructiveSubNetwork
@@ -189,6 +192,8 @@ def main() -> None:
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--draem-width", type=int, default=None)
     p.add_argument("--textures", default=None, help="texture images for Draem's defects (it would download DTD)")
+    p.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",
+                   help="fastflow: train until --max-minutes, without the recipe's early stopping")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -199,6 +204,7 @@ def main() -> None:
     records = json.loads(out.read_text()) if out.is_file() else []
     for name in [m.strip() for m in a.models.split(",") if m.strip()]:
         key = f"{name}-w{a.draem_width}" if name == "draem" and a.draem_width else name
+        key += "" if a.early_stopping or name != "fastflow" else "-no-early-stopping"
         if any(r.get("key") == key for r in records):
             continue
         args = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--child", name]

@@ -47,7 +47,7 @@ class ImageCodec(Codec):
     def parameters(self) -> dict:
         exported = {}
         if isinstance(self.detector, ExportedModel):  # named by the exported detector's class
-            exported = {"detector": self.detector.meta["class"].rsplit(".", 1)[-1], "exported": True}
+            exported = {"detector": self.detector.class_name, "exported": True}
         return {**super().parameters(), "image_size": self.detector.image_size,
                 "max_image_pixels": self.max_pixels, **exported}
 

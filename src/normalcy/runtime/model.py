@@ -53,7 +53,7 @@ def _check_meta(meta, path: Path) -> dict:
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise DataError(f"{path} is export format {version!r}; this normalcy reads up to {FORMAT_VERSION}: upgrade it")
-    for key, kind in (("image_size", int), ("resize", str), ("model", str), ("explains", bool)):
+    for key, kind in (("image_size", int), ("resize", str), ("model", str), ("class", str), ("explains", bool)):
         if not isinstance(meta.get(key), kind):
             raise DataError(f"{path}: export metadata field {key!r} is missing or not a {kind.__name__}")
     threshold = meta.get("threshold")
@@ -66,13 +66,15 @@ class ExportedModel:
     """An exported image detector: the torch model's public scoring methods, without torch.
 
     Attributes as the detector's: `name`, `image_size`, `resize`, `explains`, `threshold_`;
-    `meta` holds the whole export metadata (parameters, versions, input layout)."""
+    `class_name` is the exported detector's class (e.g. "PatchCore"); `meta` holds the whole
+    export metadata (parameters, versions, input layout)."""
 
     modality = "image"
 
     def __init__(self, path: Path, meta: dict, runner, threads: int | None = None):
         self.path, self.meta, self._runner, self.threads = path, meta, runner, threads
         self.name = meta["model"]
+        self.class_name = meta["class"].rsplit(".", 1)[-1]
         self.image_size, self.resize, self.explains = meta["image_size"], meta["resize"], meta["explains"]
         self.batch_size = meta.get("batch_size") or 8
         self.threshold_ = None if meta["threshold"] is None else float(meta["threshold"])
