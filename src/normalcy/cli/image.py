@@ -220,7 +220,7 @@ def benchmark(
     models: str = typer.Option("", "--models", help="Comma-separated detectors (default: every registered one)."),
     backbone: Backbone = typer.Option(Backbone.lite0, "--backbone"),
     image_size: int = typer.Option(None, "--image-size", help="Working size (default: each detector's own: 256, "
-                                                               "DRAEM 128)."),
+                                                               "SimpleNet 288, DRAEM 128)."),
     coreset_ratio: float = typer.Option(0.01, "--coreset-ratio", help="For the detectors that take it (PatchCore)."),
     resize: Resize = typer.Option(None, "--resize", help="squash or pad (default: each detector's own)."),
     max_minutes: float = typer.Option(None, "--max-minutes", help="Time budget of each trained detector's fit."),

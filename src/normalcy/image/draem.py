@@ -130,10 +130,10 @@ class DRAEM(TrainedImageDetector):
             net = _build(self.width)
         opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
         n = len(train_images)
-        start = time.monotonic()
+        start, seconds = time.monotonic(), None if seconds_left is None else max(seconds_left, 1e-3)
 
         def step(i):
-            spent = max(i / self.max_steps, 0 if seconds_left is None else (time.monotonic() - start) / seconds_left)
+            spent = max(i / self.max_steps, 0 if seconds is None else (time.monotonic() - start) / seconds)
             for group in opt.param_groups:
                 group["lr"] = LEARNING_RATE * 0.2 ** sum(spent >= share for share in LR_DROPS)
             clean = train_images[rng.integers(0, n, min(IMAGES_PER_STEP, n))]

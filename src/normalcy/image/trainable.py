@@ -8,10 +8,10 @@ image, and hands the rest to the method's `_train`. The figure early stopping wa
 real defect: on the held-out images and their synthetic twins it is the mean of the image
 AUROC and the pixel AUROC (maps and masks at VALIDATION_SIZE); a method may watch another
 figure that needs no defect (FastFlow: its held-out likelihood; `validation_figure` names it).
-The best state by that figure is kept; Ctrl-C keeps it too (see `normalcy.core.training`). The step budget (`max_steps`) and
-the optional time budget (`max_minutes`, counted from the start of `fit`, feature extraction
-included) bound the run; without a time budget a run is deterministic (same seed, same thread
-count, same machine: same model).
+The best state by that figure is kept; Ctrl-C keeps it too (see `normalcy.core.training`).
+The step budget (`max_steps`) and the optional time budget (`max_minutes`, counted from the
+start of `fit`, feature extraction included) bound the run; without a time budget a run is
+deterministic (same seed, same thread count, same machine: same model).
 
 A method implements `_train(train, validation, seconds_left)` (set its fitted state from the
 uint8 training images), `_score_encoded` as any image detector, and `_net_state` /
