@@ -282,6 +282,36 @@ def test_benchmark_keeps_each_detectors_own_image_size_unless_told(data, tmp_pat
     assert [params["image_size"] for params in asked] == [None, 96]
 
 
+def test_benchmark_export_compares_each_backend_with_torch(data, tmp_path):
+    out = tmp_path / "export.json"
+    result = run("image", "benchmark-export", "--data", str(data), "--json", str(out), "--models", "patchcore",
+                 "--backends", "onnx", "--threads", "1", "--image-size", "64", "--fit-threads", "1")
+    assert result.returncode == 0, result.stderr
+    torch_run, onnx_run = json.loads(out.read_text())["records"]
+    assert (torch_run["backend"], onnx_run["backend"]) == ("torch", "onnx")
+    assert torch_run["max_score_rel_diff"] == 0 and torch_run["label_differences"] == 0
+    # the parity bounds, on the images of this set (3 good, 6 with defects)
+    assert onnx_run["max_score_rel_diff"] <= 1e-4 and onnx_run["max_map_abs_diff"] <= 1e-3
+    assert onnx_run["max_score_abs_diff"] < 1e-3
+    assert onnx_run["label_differences"] == 0 and onnx_run["n_test"] == N_TEST
+    assert onnx_run["image_auroc"] == pytest.approx(torch_run["image_auroc"])
+    assert onnx_run["images_per_second"] > 0 and onnx_run["peak_memory_mb"] > 0
+    assert "| patchcore | onnx | 1 |" in out.with_suffix(".md").read_text()
+
+
+def test_benchmark_export_keeps_each_detectors_own_image_size_and_passes_the_time_budget(data, tmp_path, monkeypatch):
+    from normalcy.image import export_benchmark
+
+    asked = []
+    monkeypatch.setattr(export_benchmark, "run", lambda data, names, backends, threads, params, json_path:
+                        asked.append(params) or sys.exit(0))
+    for extra in ([], ["--image-size", "96", "--max-minutes", "2"]):
+        run("image", "benchmark-export", "--data", str(data), "--json", str(tmp_path / "b.json"),
+            "--models", "simplenet", *extra)
+    # SimpleNet keeps its 288 unless told (the command used to pass 256)
+    assert [(params["image_size"], params["max_minutes"]) for params in asked] == [(None, None), (96, 2.0)]
+
+
 def test_benchmark_refuses_an_unknown_detector_before_running(data, tmp_path):
     result = run("image", "benchmark", "--data", str(data), "--json", str(tmp_path / "b.json"),
                  "--models", "gaussian,resnet")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy.spatial.distance import cdist
 from sklearn.metrics import roc_auc_score
 
 from normalcy.core import modelfile
@@ -293,6 +294,21 @@ def test_batch_size_does_not_change_scores(fitted, image_data):
     small.batch_size = 3
     np.testing.assert_allclose(small.decision_function(image_data.test), det.decision_function(image_data.test),
                                rtol=1e-4)
+
+
+def test_patchcore_distances_stay_exact_near_bank_entries_of_large_norm():
+    # Normal patches lie close to bank entries whose norm dwarfs the distance: there float32
+    # |x|^2 - 2xy + |y|^2 (faiss's, and the export graph's search) cancels to noise (on bottle's
+    # maps, up to 1e-3). Both the torch path and the graph must give the float64 distance.
+    rng = np.random.default_rng(0)
+    bank = (50 + rng.normal(size=(200, 64))).astype(np.float32)
+    rows = bank[rng.integers(0, 200, 32)] + rng.normal(scale=0.01, size=(32, 64)).astype(np.float32)
+    features = torch.from_numpy(rows.reshape(2, 4, 4, 64)).permute(0, 3, 1, 2)
+    det = PatchCore()
+    det.memory_bank_ = bank
+    expected = cdist(rows.astype(np.float64), bank.astype(np.float64)).min(1)
+    np.testing.assert_allclose(det._score_encoded(features).numpy().ravel(), expected, rtol=1e-5, atol=0)
+    np.testing.assert_allclose(det._export_scores(features).numpy().ravel(), expected, rtol=1e-5, atol=0)
 
 
 def test_detectors_share_one_backbone_per_process(fitted):

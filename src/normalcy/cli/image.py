@@ -42,7 +42,8 @@ def fit(
     model: str = typer.Option(None, "--model", help=model_help("image", "patchcore")),
     param: list[str] = PARAM,
     backbone: Backbone = typer.Option(None, "--backbone", help="ImageNet-pretrained feature extractor (default efficientnet-lite0)."),
-    image_size: int = typer.Option(None, "--image-size", help="Images are resized (whole, no crop) to this square size (default 256)."),
+    image_size: int = typer.Option(None, "--image-size", help="Images are resized (whole, no crop) to this square size "
+                                                               "(default: the detector's own: 256, SimpleNet 288, DRAEM 128)."),
     coreset_ratio: float = typer.Option(None, "--coreset-ratio", help="PatchCore: fraction of patches kept in the memory bank (default 0.01)."),
     weights: Path = typer.Option(None, "--weights", help="Backbone weights file (a state dict) instead of the packaged ones."),
     resize: Resize = typer.Option(None, "--resize", help="How images reach the square: squash (default) or pad (keeps the aspect ratio)."),
@@ -310,7 +311,9 @@ def benchmark_export(
     backends: str = typer.Option("onnx,openvino,onnx-int8", "--backends",
                                  help="Comma-separated: onnx, openvino, onnx-int8, openvino-int8 (torch always runs)."),
     threads: str = typer.Option("1,2", "--threads", help="Comma-separated thread counts to score at."),
-    image_size: int = typer.Option(256, "--image-size"),
+    image_size: int = typer.Option(None, "--image-size", help="Working size (default: each detector's own: 256, "
+                                                               "SimpleNet 288, DRAEM 128)."),
+    max_minutes: float = typer.Option(None, "--max-minutes", help="Time budget of each trained detector's fit."),
     fit_threads: int = typer.Option(2, "--fit-threads", help="CPU threads for fitting and exporting."),
 ):
     """Torch against ONNX Runtime and OpenVINO (and INT8): images/s, latency p50/p99, peak
@@ -324,7 +327,7 @@ def benchmark_export(
         raise DataError(f"--threads {threads!r}: expected comma-separated integers, e.g. 1,2") from None
     names = [m.strip() for m in models.split(",") if m.strip()]
     chosen = [b.strip() for b in backends.split(",") if b.strip()]
-    params = {"image_size": image_size, "threads": fit_threads}
+    params = {"image_size": image_size, "max_minutes": max_minutes, "threads": fit_threads}
     json_out, md_out, _ = run(data, names, chosen, counts, params, json_path)
     typer.echo(md_out.read_text())
     typer.echo(f"wrote {json_out} and {md_out}")

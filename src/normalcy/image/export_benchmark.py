@@ -29,7 +29,7 @@ from normalcy.core.errors import DataError
 PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "numpy", "pillow")
 COLUMNS = ["detector", "backend", "threads", "images_per_second", "speedup_vs_torch", "model_images_per_second",
            "model_speedup_vs_torch", "latency_p50_ms",
-           "latency_p99_ms", "peak_memory_mb", "image_auroc", "pixel_auroc", "max_score_rel_diff",
+           "latency_p99_ms", "peak_memory_mb", "image_auroc", "pixel_auroc", "max_score_rel_diff", "max_score_abs_diff",
            "max_map_abs_diff", "max_map_rel_diff", "label_differences", "cpu_seconds"]
 BACKENDS = ("onnx", "openvino", "onnx-int8", "openvino-int8")
 # Prepended to an exported model's worker: `import torch` fails there, as without torch installed.
@@ -100,6 +100,8 @@ def run(data: str | Path, detectors: list[str], backends: list[str], threads: li
                         "image_auroc": _auroc(labels, scores),
                         "pixel_auroc": _auroc(masks.ravel(), maps.ravel()) if masks is not None else None,
                         "max_score_rel_diff": float(np.max(np.abs(scores - ref_scores) / np.abs(ref_scores))),
+                        # the relative figure alone misleads for signed scores near 0 (SimpleNet's)
+                        "max_score_abs_diff": float(np.max(np.abs(scores - ref_scores))),
                         "max_map_abs_diff": float(np.abs(maps - ref_maps).max()) if maps is not None else None,
                         "max_map_rel_diff": (float(np.abs(maps - ref_maps).max() / np.abs(ref_maps).max())
                                              if maps is not None else None),

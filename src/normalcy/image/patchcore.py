@@ -88,17 +88,22 @@ class PatchCore(ImageDetector):
             raise ModelFileError(
                 f"memory bank has {self.memory_bank_.shape[1]} features but {self.backbone} gives {c}"
             )
-        distances, _ = self.index.search(_rows(features).numpy(), 1)
-        return torch.from_numpy(np.sqrt(np.maximum(distances[:, 0], 0.0))).reshape(n, h, w)
+        rows = _rows(features)
+        _, nearest = self.index.search(rows.numpy(), 1)
+        # faiss finds the neighbour; its distance is recomputed from the difference, which keeps
+        # the ~1e-3 rounding of the |x|^2 - 2xy + |y|^2 expansion out of the scores and maps.
+        difference = rows - torch.from_numpy(self.memory_bank_[nearest[:, 0]])
+        return difference.double().square().sum(1).sqrt().reshape(n, h, w)
 
     def _export_scores(self, features):
-        """The search in torch for ONNX: squared distances by one matrix product, as faiss's
-        IndexFlatL2 computes them, minimum over the bank."""
+        """`_score_encoded` in torch for ONNX: the neighbour by squared distances from one matrix
+        product (as faiss's IndexFlatL2 finds it), its distance from the difference."""
         n, c, h, w = features.shape
         bank = torch.from_numpy(self.memory_bank_)
         rows = features.permute(0, 2, 3, 1).reshape(-1, c)
         d2 = (rows * rows).sum(1, keepdim=True) - 2 * rows @ bank.T + (bank * bank).sum(1)
-        return d2.amin(1).clamp_min(0).sqrt().reshape(-1, h, w)
+        difference = rows - bank[d2.argmin(1)]
+        return difference.double().square().sum(1).sqrt().reshape(-1, h, w)
 
     @property
     def index(self):

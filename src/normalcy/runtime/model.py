@@ -18,6 +18,7 @@ FORMAT_VERSION = 1  # the newest `normalcy.image.export.FORMAT_VERSION` this run
 METADATA_KEY = "normalcy"
 OPENVINO_MODEL = "model.xml"
 OPENVINO_META = "normalcy.json"
+OUTPUTS = ("score", "map", "patch")  # the export graph's outputs
 
 
 def is_exported(path: str | Path) -> bool:
@@ -174,4 +175,11 @@ class _OpenVINO:
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         # A request per call: one shared request is not safe under concurrent serving.
         result = self.compiled.create_infer_request().infer({"images": images})
-        return {port.get_any_name(): np.array(value) for port, value in result.items()}
+        return {_output_name(port): np.array(value) for port, value in result.items()}
+
+
+def _output_name(port) -> str:
+    """The graph's output name of an OpenVINO port: a tensor can carry an inner name too
+    (e.g. {'score', '/ReduceMax_output_0'}), and `get_any_name` may give either."""
+    names = port.get_names()
+    return next((name for name in OUTPUTS if name in names), port.get_any_name())
