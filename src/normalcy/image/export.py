@@ -51,13 +51,12 @@ from normalcy.core.threads import thread_limit
 from normalcy.image.backbone import _MEAN, _STD, EfficientNetLiteFeatures
 from normalcy.image.base import MAP_SIGMA, ImageDetector
 from normalcy.image.preprocess import load_square
+# Names the runtime reads back: one definition, in the torch-free runtime.
+from normalcy.runtime.model import FORMAT, METADATA_KEY, OPENVINO_META, OPENVINO_MODEL, OUTPUTS
 
 FORMATS = ("onnx", "openvino")
 FORMAT_VERSION = 1
 OPSET = 17
-METADATA_KEY = "normalcy"
-OPENVINO_MODEL = "model.xml"
-OPENVINO_META = "normalcy.json"
 TRUNCATE = 4.0  # scipy's gaussian_filter default, as ImageDetector._smooth uses it
 
 
@@ -113,7 +112,7 @@ def export(detector: ImageDetector, fmt: str, out: str | Path, int8: bool = Fals
 def metadata(detector: ImageDetector, int8: bool) -> dict:
     """What the runtime needs to read images and judge scores as the torch model does."""
     return {
-        "format": "normalcy-image-export", "format_version": FORMAT_VERSION, "normalcy_version": __version__,
+        "format": FORMAT, "format_version": FORMAT_VERSION, "normalcy_version": __version__,
         "model": detector.name, "class": class_path(type(detector)),
         "params": {k: v for k, v in detector.get_params(deep=False).items()},
         "image_size": detector.image_size, "resize": detector.resize, "batch_size": detector.batch_size,
@@ -215,7 +214,7 @@ def _write_onnx(detector: ImageDetector, path: Path) -> None:
     graph = ExportGraph(twin).eval()
     size = detector.image_size
     sample = torch.full((2, size, size, 3), 127, dtype=torch.uint8)
-    outputs = ["score", "map", "patch"] if detector.explains else ["score"]
+    outputs = list(OUTPUTS) if detector.explains else ["score"]
     with torch.no_grad():
         torch.onnx.export(graph, (sample,), str(path), dynamo=False, opset_version=OPSET, input_names=["images"],
                           output_names=outputs, dynamic_axes={name: {0: "n"} for name in ["images", *outputs]})
