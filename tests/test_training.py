@@ -257,3 +257,26 @@ def test_a_block_inside_one_with_the_same_limit_costs_nothing(monkeypatch):
             assert torch.get_num_threads() == 2
         assert torch.get_num_threads() == 1
     assert calls == [1, 2] and torch.get_num_threads() == before
+
+
+def test_a_limit_held_for_the_process_is_applied_once_and_stays(monkeypatch):
+    import threadpoolctl
+
+    from normalcy.core import threads
+
+    monkeypatch.setattr(threads, "_held", [])
+    before = torch.get_num_threads()
+    calls = []
+    real = threadpoolctl.threadpool_limits
+    monkeypatch.setattr(threadpoolctl, "threadpool_limits", lambda n: calls.append(n) or real(n))
+    held = threads.hold(1)
+    try:
+        for _ in range(3):  # a Spark worker's next keys: nothing more to apply
+            assert threads.hold(1) is None
+            with threads.thread_limit(1):
+                assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1 and calls == [1]
+        assert threads.hold(None) is None
+    finally:
+        held.__exit__(None, None, None)
+    assert torch.get_num_threads() == before

@@ -266,3 +266,41 @@ def test_a_tampered_model_file_with_huge_readings_does_not_load(tmp_path, fitted
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelFileError, match="beyond 1e\\+30"):
         TimeSeriesDetector.load(path)
+
+
+@pytest.mark.parametrize("history", [1, 6, 7, 40])
+def test_range_novelty_batch_equals_its_readings_one_at_a_time_as_the_memory_fills(history):
+    from normalcy.timeseries import RangeNovelty
+
+    rng = np.random.default_rng(history)
+    x = np.cumsum(rng.normal(size=(300, 2)), axis=0)
+    x[150:155, 1] += 30.0  # a new extreme
+    series = TimeSeries(x, ["a", "b"])
+    params = {"history": history, "warmup": min(3, history), "averaging": 4, "likelihood_window": 20}
+    for likelihood in (False, True):
+        batch = RangeNovelty(likelihood=likelihood, **params)
+        batch.columns_ = ["a", "b"]
+        batch._reset()
+        assert batch._batch_variable_scores(x[:0].copy()) is not None  # the batch form is in use
+        steps = RangeNovelty(likelihood=likelihood, **params)
+        steps.columns_ = ["a", "b"]
+        steps._reset()
+        # from an empty memory, then continuing from a part-filled one
+        scores, per_variable = batch._run(TimeSeries(x[:100], ["a", "b"]))
+        more, more_per_variable = batch._run(TimeSeries(x[100:], ["a", "b"]))
+        one = [steps._step(row, learn=True) for row in series.values]
+        np.testing.assert_array_equal(np.r_[scores, more], [s for s, _ in one])
+        np.testing.assert_array_equal(np.r_[per_variable, more_per_variable], [v for _, v in one])
+        assert np.r_[per_variable, more_per_variable][150, 1] > 1  # the new extreme, by more than the range
+
+
+def test_range_novelty_carries_a_missing_reading_forward_in_a_batch_too():
+    from normalcy.timeseries import RangeNovelty
+
+    x = np.sin(np.arange(80) / 3.0)[:, None]
+    gap = x.copy()
+    gap[50] = np.nan
+    filled = x.copy()
+    filled[50] = x[49]
+    det = RangeNovelty(history=30, warmup=5).fit(x[:40])
+    np.testing.assert_array_equal(det.decision_function(gap[40:]), det.decision_function(filled[40:]))

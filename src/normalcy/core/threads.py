@@ -56,3 +56,12 @@ class thread_limit:
             sys.modules["faiss"].omp_set_num_threads(self._faiss)
         if self._torch is not None:
             sys.modules["torch"].set_num_threads(self._torch)
+
+
+def hold(n: int | None) -> "thread_limit | None":
+    """Enter a `thread_limit` for the rest of the process (a server, a Spark Python worker that
+    runs group after group), never leaving it; when the limit already holds, free. Returns the
+    limit entered, or None when nothing changed."""
+    if n is None or (_held and _held[-1] == check_threads(n)):
+        return None
+    return thread_limit(n).__enter__()

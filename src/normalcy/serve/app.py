@@ -51,7 +51,7 @@ from normalcy import __version__
 from normalcy.core.detector import Detector
 from normalcy.core.errors import DataError, ModelFileError
 from normalcy.core.modelfile import load
-from normalcy.core.threads import thread_limit
+from normalcy.core.threads import hold
 from normalcy.serve.codec import (Codec, Limits, RequestError, codec_for, encode_response, parse_inputs,
                                   requested_outputs, split_body)
 
@@ -134,7 +134,7 @@ def set_threads(n: int) -> None:
     """Threads per scoring call (torch, faiss, BLAS), for the rest of the process: the core's
     limiter, entered and never left. A limit per call would change torch's process-wide setting
     under concurrent requests."""
-    thread_limit(n).__enter__()
+    hold(n)
 
 
 def create_app(model_dirs: Sequence[Path | str | tuple[str, Path | str]], token: str | None = None,
