@@ -433,6 +433,23 @@ def test_fit_per_group_event_streams_by_entity(spark, tmp_path):
 # --- graph embeddings ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("n", [1, 3, 8, 40])
+def test_slot_keys_send_each_part_to_a_partition_of_its_own(spark, n):
+    """What the embedding relies on to run one part per task: repartitioning rows by the slot
+    keys puts every key in its own partition (hashing part ids 0..7 into 8 partitions left
+    some partitions with two or three parts)."""
+    from pyspark.sql import functions as F
+
+    from normalcy.spark.graph import slot_keys
+
+    keys = slot_keys(spark, n)
+    rows = spark.createDataFrame(pd.DataFrame({"slot": np.repeat(keys, 5)}))
+    placed = (rows.repartition(n, "slot").withColumn("where", F.spark_partition_id())
+              .groupBy("slot").agg(F.collect_set("where").alias("where")).toPandas())
+    assert sorted(len(a) for a in placed["where"]) == [1] * n  # each key's rows together
+    assert sorted(a[0] for a in placed["where"]) == list(range(n))  # one key per partition
+
+
 def test_graph_fit_partitions_merges_and_scores(spark, tmp_path):
     """On one part, Spark's embedding is embed_part of Spark's own edge table; on several, the
     parts share boundary nodes, every node gets one vector, and Spark's scores are 1 - cos of

@@ -51,7 +51,8 @@ COLUMNS = ["corpus", "detector", "library", "vus_pr", "auc_pr", "pate", "event_f
 CACHE = Path("/tmp/normalcy-ts-benchmark")
 HOLDOUT, RATE = 0.2, 0.01  # `ts fit`'s defaults
 PROTOCOL = 1  # the version of `score_series`'s protocol: a change invalidates the cached scores
-PEER_RUNNERS = {"tsb-ad": Path(__file__).with_name("peer_tsbad.py")}
+# Each runs in the peer's own environment: `--peer LIBRARY=PYTHON`.
+PEER_RUNNERS = {"tsb-ad": Path(__file__).with_name("peer_tsbad.py"), "orion": Path(__file__).with_name("peer_orion.py")}
 
 
 @dataclass(frozen=True)
