@@ -1,6 +1,7 @@
 """Orion's TadGAN side by side: run by `normalcy ts benchmark --peer orion=PYTHON` with the Python
-of Orion's own environment (`pip install orion-ml` in a virtualenv: TensorFlow 2.14 and Keras),
-never imported by normalcy itself.
+of Orion's own environment (`pip install orion-ml "scikit-learn<1.6"` in a virtualenv:
+TensorFlow 2.14 and Keras; Orion's DTW error calls scikit-learn's `check_array` with an argument
+that 1.6 removed), never imported by normalcy itself.
 
     PYTHON peer_orion.py DATA OUT
 
