@@ -237,18 +237,26 @@ def test_bad_settings_are_refused(kwargs, words):
         train(torch.nn.Linear(1, 1), lambda i: 1.0, **kwargs)
 
 
-def test_a_block_inside_one_with_the_same_limit_costs_nothing(monkeypatch):
+@pytest.fixture
+def limits_applied(monkeypatch):
+    """The limits threadpoolctl is asked to apply, from a state where none is held (a server
+    test in this worker may have set one for the whole process)."""
     import threadpoolctl
 
     from normalcy.core import threads
-    from normalcy.core.threads import thread_limit
 
-    # No limit held yet (a server test in this worker may have set one for the whole process).
     monkeypatch.setattr(threads, "_held", [])
-    before = torch.get_num_threads()
     calls = []
     real = threadpoolctl.threadpool_limits
     monkeypatch.setattr(threadpoolctl, "threadpool_limits", lambda n: calls.append(n) or real(n))
+    return calls
+
+
+def test_a_block_inside_one_with_the_same_limit_costs_nothing(limits_applied):
+    from normalcy.core.threads import thread_limit
+
+    calls = limits_applied
+    before = torch.get_num_threads()
     with thread_limit(1):
         for _ in range(3):
             with thread_limit(1):
@@ -259,16 +267,11 @@ def test_a_block_inside_one_with_the_same_limit_costs_nothing(monkeypatch):
     assert calls == [1, 2] and torch.get_num_threads() == before
 
 
-def test_a_limit_held_for_the_process_is_applied_once_and_stays(monkeypatch):
-    import threadpoolctl
-
+def test_a_limit_held_for_the_process_is_applied_once_and_stays(limits_applied):
     from normalcy.core import threads
 
-    monkeypatch.setattr(threads, "_held", [])
+    calls = limits_applied
     before = torch.get_num_threads()
-    calls = []
-    real = threadpoolctl.threadpool_limits
-    monkeypatch.setattr(threadpoolctl, "threadpool_limits", lambda n: calls.append(n) or real(n))
     held = threads.hold(1)
     try:
         for _ in range(3):  # a Spark worker's next keys: nothing more to apply
