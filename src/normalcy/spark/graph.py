@@ -15,10 +15,10 @@ done on the driver over that histogram.
 
 Embedding of one part (`embed_part`, a plain numpy/scipy function, run in parallel, each part
 in a Spark partition of its own: `slot_keys`): the top `dim` eigenvectors of the lazy random
-walk's symmetric matrix M = (I + D^-1/2 A D^-1/2) / 2, each scaled by the square root of its `steps`-step walk
-proximity sum_{r=1..steps} lambda^r. M is positive semi-definite, so x_a . x_b is the
-(low-rank) random-walk proximity of a and b and orthogonal rotations keep it: this is the
-matrix-factorisation view of random-walk embeddings (DeepWalk factorises walk proximities,
+walk's symmetric matrix M = (I + D^-1/2 A D^-1/2) / 2, each scaled by the square root of its
+`steps`-step walk proximity sum_{r=1..steps} lambda^r. M is positive semi-definite, so
+x_a . x_b is the (low-rank) random-walk proximity of a and b and orthogonal rotations keep it:
+this is the matrix-factorisation view of random-walk embeddings (DeepWalk factorises walk proximities,
 Qiu et al. 2018), computed exactly by Lanczos (ARPACK) in O(edges x iterations) instead of
 sampled walks and a skip-gram. `steps` 1 factorises the adjacency itself.
 
