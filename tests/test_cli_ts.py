@@ -305,3 +305,11 @@ def test_score_names_the_variable_and_gbt_forecast_its_treeshap_evidence(ts_file
     peak = int(scores.score.idxmax())
     assert peak == 150 and scores.top_variable[peak] == "mem"
     assert scores.evidence[peak].startswith("mem: reading") and "the forecast rested most on" in scores.evidence[peak]
+
+
+def test_stream_refuses_a_model_that_scores_whole_files(ts_files, tmp_path):
+    fitted = ts("fit", ts_files.train, "--out", tmp_path / "m", "--model", "window-iforest", "--threshold", "fixed:0.6")
+    assert fitted.returncode == 0, fitted.stderr
+    result = ts("stream", tmp_path / "m", stdin="1\n2\n")
+    _one_clear_line(result, "window-iforest", "as a whole", "subsequence-join")
+    assert result.stdout == ""

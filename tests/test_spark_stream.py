@@ -294,6 +294,9 @@ def test_stream_refuses_what_it_cannot_score(spark, model, tmp_path):
         stream(frame, model[1], "host", "ts", watermark="1 minute")
     with pytest.raises(DataError, match="value column 'value' has type string"):
         stream(spark.createDataFrame(pd.DataFrame({"host": ["a"], "ts": [1.0], "value": ["x"]})), model[1], "host", "ts")
+    whole = build("timeseries", "window-iforest", {"window": 8}).fit(np.sin(np.arange(100.0))).set_threshold(0.6)
+    with pytest.raises(DataError, match="window-iforest scores a recorded series as a whole"):
+        stream(frame, whole.save(tmp_path / "whole"), "host", "ts")
 
 
 class _State:

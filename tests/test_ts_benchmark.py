@@ -120,3 +120,11 @@ def test_the_default_is_the_candidate_whose_worst_corpus_is_best():
     assert choice["leave_one_corpus_out"]["c2"] == {"chosen_on_the_others": "sharp", "vus_pr": 0.2,
                                                     "share_of_best": 0.5, "best_there": "steady"}
     assert choice["leave_one_corpus_out"]["c1"]["chosen_on_the_others"] == "steady"
+
+
+def test_a_detector_that_scores_whole_files_is_benchmarked_but_never_the_default(corpora, tmp_path):
+    doc = _bench(corpora, tmp_path, "--detectors", "default,window-iforest")
+    assert {(r["corpus"], r["detector"]) for r in doc["records"]} == \
+        {(c, d) for c in ("msl", "nab") for d in (DEFAULT, "window-iforest")}
+    # the default must stream (ts stream, Spark streaming, the HTTP service run it)
+    assert set(doc["default_choice"]["by_corpus"]) == {DEFAULT}

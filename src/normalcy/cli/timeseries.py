@@ -167,6 +167,7 @@ def stream(model_dir: Path = typer.Argument(..., help="Model folder.")):
     from normalcy.core.threads import thread_limit
 
     detector = _load(model_dir)
+    detector.check_streams()
     threshold = detector._require_threshold()
     refused, seen = [], 0
     # One thread limit for the whole stream: each reading's own block then costs nothing.

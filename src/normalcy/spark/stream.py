@@ -151,6 +151,7 @@ def open_models(spark, model: Path, ship: bool) -> _Models:
     if not isinstance(detector, TimeSeriesDetector):
         raise DataError(f"{model} holds a {detector.modality} model; streaming scores time-series models "
                         "(normalcy ts fit, or a fit-per-group folder)")
+    detector.check_streams()
     detector._require_threshold()
     where = _ship(spark, model, digest) if ship else str(model.resolve())
     return _Models(tuple(detector.columns_), single=(where, ship, digest))
@@ -171,6 +172,7 @@ def step(models: _Models, key: str, time_col: str, columns: list[str], timestamp
             detector, last, pending = decode_state(*state.get)
         else:
             detector, last, pending = models.first(value), None, None
+        detector.check_streams()
     except NormalcyError as exc:  # no model for the key, or a damaged state: the rows say so
         return _output(key, time_col, value, frame[time_col], np.full(len(frame), np.nan), None,
                        [f"failed: {exc}"] * len(frame))

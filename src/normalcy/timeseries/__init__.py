@@ -7,6 +7,7 @@ lists them); a new detector is one module here plus its import below.
 from normalcy.timeseries.data import MAX_READING, TimeSeries, load_series
 from normalcy.timeseries.forecast import GBTForecast
 from normalcy.timeseries.hypad import HypAD
+from normalcy.timeseries.iforest import WindowIsolationForest
 from normalcy.timeseries.join import SubsequenceJoin
 from normalcy.timeseries.matrixprofile import MatrixProfile
 from normalcy.timeseries.multiscale import MultiScaleNovelty
@@ -22,4 +23,4 @@ DEFAULT = "subsequence-join"
 
 __all__ = ["DEFAULT", "MAX_READING", "GBTForecast", "HypAD", "MatrixProfile", "MultiScaleNovelty", "OracleAD",
            "RangeNovelty", "RollingMAD", "SpectralResidual", "SubsequenceJoin", "TadGAN", "ThemisStyle", "TimeSeries",
-           "WindowPCA", "load_series"]
+           "WindowIsolationForest", "WindowPCA", "load_series"]

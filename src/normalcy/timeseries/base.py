@@ -58,6 +58,7 @@ class TimeSeriesDetector(Detector):
 
     modality = "timeseries"
     explains = True
+    streams = True  # False: scores a recorded series as a whole, and refuses `learn_one` / `score_one`
 
     def __init__(self, history: int = 100, likelihood: bool = True, averaging: int = 10,
                  likelihood_window: int = 2000, warmup: int = 20):
@@ -122,6 +123,13 @@ class TimeSeriesDetector(Detector):
         self._check_fitted("columns_")
         score, per_variable = self._step(self._one(x), learn=False, t=_second(t))
         return Explanation(np.array([score]), tuple(self.columns_), np.asarray(per_variable, dtype=np.float64)[None])
+
+    def check_streams(self) -> None:
+        """DataError unless the detector scores a stream one reading at a time."""
+        if not self.streams:
+            raise DataError(f"{self.name} scores a recorded series as a whole (it learns from the data it scores), "
+                            "so it cannot score a stream one reading at a time; score files with it, or stream "
+                            "with a causal detector such as subsequence-join")
 
     # --- the encoded input -------------------------------------------------------------------
     def _encode(self, X) -> TimeSeries:

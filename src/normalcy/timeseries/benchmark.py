@@ -15,10 +15,10 @@ series with labels.
 Per-series scores are cached under `cache` (keyed by the detector, its parameters and the source
 of the code that computes them), so a rerun only computes what changed.
 
-The default is chosen by the worst corpus: each candidate's mean VUS-PR on a corpus is divided by
-the best candidate's there, and the candidate whose smallest such share is largest wins
-(`choose_default`); leaving each corpus out in turn shows whether the choice made on the others
-holds on it.
+The default is chosen by the worst corpus among the detectors that stream: each candidate's mean
+VUS-PR on a corpus is divided by the best candidate's there, and the candidate whose smallest
+such share is largest wins (`choose_default`); leaving each corpus out in turn shows whether the
+choice made on the others holds on it.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def run(root, names: list[str], json_path, cache: Path = CACHE, peers: dict[str,
         for library, python in (peers or {}).items():
             for algorithm, runs in peer_scores(library, python, corpus, cache).items():
                 records.append(_record(corpus, algorithm, runs, library=library))
-    choice = choose_default(records, [n for n in names if n not in BASELINES and ":" not in n])
+    choice = choose_default(records, [n for n in names if n not in BASELINES and ":" not in n and streams(n)])
     settings = {"holdout": HOLDOUT, "threshold": f"fpr:{RATE}", "cache": str(cache)}
     json_out, md_out = write_results(records, json_path, PACKAGES, "Time-series benchmark", COLUMNS, settings)
     if choice:
@@ -211,6 +211,14 @@ def _record(corpus: Corpus, name: str, runs: list[Scored], default: bool = False
 
 
 # --- the default ---------------------------------------------------------------------------------
+
+
+def streams(name: str) -> bool:
+    """Whether a registered detector scores a stream; the default must (`ts stream`, Spark
+    streaming and the HTTP service run it), so one that scores only whole files is no candidate."""
+    from normalcy.core.registry import detectors
+
+    return detectors("timeseries")[split_variant(name)[0]].streams
 
 
 def choose_default(records: list[dict], candidates: list[str], key: str = "vus_pr") -> dict | None:
