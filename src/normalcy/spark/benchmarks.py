@@ -39,6 +39,14 @@ def _load() -> str:
     return "/".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (not idle or waiting) since boot: over a run
+    on an otherwise quiet machine, the run's own use of every core, JVM threads included."""
+    with open("/proc/stat") as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def _spark(master: str, name: str, conf: dict | None = None):
     from normalcy.spark.session import session
 
@@ -289,7 +297,7 @@ def loghub_sequences(spark, root: Path, seeds: int, systems: list[str]) -> list[
 
 
 GRAPH_COLUMNS = ["job", "detector", "dataset", "runner", "auroc", "auroc_std", "edges", "parts", "seconds",
-                 "edges_per_second", "load_before", "load_after"]
+                 "edges_per_second", "busy_cores", "load_before", "load_after"]
 GRID = [(d, s) for d in (8, 16, 32) for s in (1, 3, 10)]
 
 
@@ -381,10 +389,10 @@ def graph_scaling(work: Path, edges: int, cores: int, part_edges: int | None) ->
                    {"spark.sql.shuffle.partitions": str(max(4, 4 * cores)),
                     "spark.sql.files.maxPartitionBytes": str(max(data.stat().st_size // (4 * cores), 1 << 20))})
     try:
-        before, start = _load(), time.perf_counter()
+        before, start, busy = _load(), time.perf_counter(), _busy_seconds()
         embedding = g.fit(spark.read.parquet(str(data)), ["user", "host"],
                           max_part_edges=part_edges or g.DEFAULT_PART_EDGES)
-        seconds, after = time.perf_counter() - start, _load()
+        seconds, after, busy = time.perf_counter() - start, _load(), _busy_seconds() - busy
     finally:
         spark.stop()
     info = embedding.info
@@ -392,7 +400,8 @@ def graph_scaling(work: Path, edges: int, cores: int, part_edges: int | None) ->
             "edges": info["edges"], "parts": info["parts"], "nodes": info["nodes"], "boundary_nodes": info["boundary_nodes"],
             "seconds": round(seconds, 1), "edges_per_second": info["edges"] / seconds,
             "seconds_graph": round(info["seconds_graph"], 1), "seconds_embed": round(info["seconds_embed"], 1),
-            "seconds_merge": round(info["seconds_merge"], 1), "load_before": before, "load_after": after}
+            "seconds_merge": round(info["seconds_merge"], 1), "busy_cores": round(busy / seconds, 2),
+            "load_before": before, "load_after": after}
 
 
 def _graph_data(work: Path, edges: int) -> Path:
