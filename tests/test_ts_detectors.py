@@ -356,3 +356,14 @@ def test_window_iforest_refuses_to_stream_with_a_clear_error(fitted):
         with pytest.raises(DataError, match="as a whole .* stream with a causal detector"):
             call([1.0, 2.0])
     assert all(detectors("timeseries")[n].streams for n in STREAMING) and "window-iforest" not in STREAMING
+
+
+def test_window_iforest_takes_its_window_from_the_period_within_its_memory(tmp_path):
+    from normalcy.timeseries import WindowIsolationForest
+
+    x = np.sin(2 * np.pi * np.arange(3000) / 80)
+    assert WindowIsolationForest().fit(x[:2000]).window_ == 80  # one cycle
+    short = WindowIsolationForest(history=30).fit(x[:2000])  # the period does not fit the memory
+    assert short.window_ == 30
+    assert_same_scores(load(short.save(tmp_path / "m")).decision_function(x[2000:2100]),
+                       short.decision_function(x[2000:2100]))

@@ -63,8 +63,10 @@ class WindowIsolationForest(TimeSeriesDetector):
         self.seed = seed
 
     def _prepare(self, series):
-        self.window_ = self.window if self.window is not None else max(2, min(period(series.values),
-                                                                               len(series.values) // 4))
+        if self.window is not None:
+            self.window_ = self.window
+        else:  # at most a quarter of the data, and what the memory holds
+            self.window_ = max(2, min(period(series.values), len(series.values) // 4, self.history))
 
     def _batch_variable_scores(self, values, wanted=True):
         n, d = values.shape
