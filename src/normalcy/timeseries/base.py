@@ -111,6 +111,7 @@ class TimeSeriesDetector(Detector):
     def learn_one(self, x, t=None) -> "TimeSeriesDetector":
         """Add one reading (a list of d numbers or a dict by variable) to the state."""
         self._check_fitted("columns_")
+        self.check_streams()
         self._step(self._one(x), learn=True, t=_second(t))
         return self
 
@@ -121,6 +122,7 @@ class TimeSeriesDetector(Detector):
     def explain_one(self, x, t=None) -> Explanation:
         """`explain` of one reading, without learning it: one item, parts the variables."""
         self._check_fitted("columns_")
+        self.check_streams()
         score, per_variable = self._step(self._one(x), learn=False, t=_second(t))
         return Explanation(np.array([score]), tuple(self.columns_), np.asarray(per_variable, dtype=np.float64)[None])
 

@@ -78,10 +78,10 @@ class WindowIsolationForest(TimeSeriesDetector):
             return scores
         held = len(past)
         first = max(held - m + 1, 0)  # the first subsequence holding a reading of `values`
-        covering = np.convolve(np.ones(len(readings) - m + 1), np.ones(m))[held:]  # subsequences per reading
-        rng = np.random.default_rng(self.seed)
-        sample = np.sort(rng.choice(len(readings) - m + 1, FIT_WINDOWS, replace=False)) \
-            if len(readings) - m + 1 > FIT_WINDOWS else slice(None)
+        total = len(readings) - m + 1  # subsequences
+        covering = np.convolve(np.ones(total), np.ones(m))[held:]  # subsequences per reading
+        sample = slice(None) if total <= FIT_WINDOWS else \
+            np.sort(np.random.default_rng(self.seed).choice(total, FIT_WINDOWS, replace=False))
         for j in range(d):
             windows = sliding_window_view(readings[:, j], m)
             forest = IsolationForest(n_estimators=self.n_estimators, random_state=self.seed).fit(windows[sample])
@@ -93,13 +93,7 @@ class WindowIsolationForest(TimeSeriesDetector):
         scores[self._count + np.arange(n) < self._raw_ready()] = 0.0  # as if scored from scratch
         return scores
 
-    def _variable_scores(self, past, x):
-        self.check_streams()
-
-    def learn_one(self, x, t=None):
-        self.check_streams()
-
-    def explain_one(self, x, t=None):
+    def _variable_scores(self, past, x):  # never called: the batch form scores everything
         self.check_streams()
 
     def _raw_ready(self):
