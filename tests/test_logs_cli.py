@@ -276,3 +276,34 @@ def test_a_real_process_scores_from_the_shell(model, files, tmp_path):
     assert [json.loads(line)["group"] for line in out.read_text().splitlines() if json.loads(line)["label"]] == \
         ["blk_1003"]
     assert result.stderr.splitlines()[-1] == f"20 sessions scored, 1 flagged anomalous; results in {out}"
+
+
+def test_fit_on_labelled_history_learns_level_weights_and_its_threshold(files, tmp_path):
+    rng = np.random.default_rng(5)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    lines, labels = hdfs_lines(rng, 160), []
+    for b in range(160):
+        kind = rng.random()
+        if kind < 0.4:  # a new message of random words: normal operation's (INFO) or a failure's (FATAL)
+            text = " ".join("".join(rng.choice(letters, 7)) for _ in range(4))
+            level = "INFO" if kind < 0.25 else "FATAL"
+            lines.append(f"081109 2036{b % 60:02d} 5 {level} dfs.DataNode: {text} blk_{1000 + b}")
+        labels.append(f"blk_{1000 + b},{'Anomaly' if 0.25 <= kind < 0.4 else 'Normal'}\n")
+    (tmp_path / "history.log").write_text("\n".join(lines) + "\n")
+    (tmp_path / "labels.csv").write_text("BlockId,Label\n" + "".join(labels))
+    common = ("logs", "fit", str(tmp_path / "history.log"), "--format", "hdfs", "--group-by", GROUP)
+    semantic = ("--detector", "semantic-bag", "--param", "embedder=hashing")
+    result = run(*common, *semantic, "--out", str(tmp_path / "m"), "--threshold", "history", "--labels",
+                 str(tmp_path / "labels.csv"), "--folds", "5")
+    assert result.returncode == 0, result.stderr
+    assert "threshold" in result.stdout and "history from 160 held-out sessions" in result.stdout
+    assert "level weights: INFO x0.25" in result.stdout
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["params"]["detector_params"]["level_weights"] == {"INFO": 0.25}
+    for args, message in [((*semantic, "--threshold", "history"), "needs exactly one of --alert-regex or --labels"),
+                          ((*semantic, "--alert-regex", "FATAL"), "label the groups for --threshold history"),
+                          (("--threshold", "history", "--alert-regex", "FATAL"),
+                           "needs a semantic detector (semantic-seq, semantic-bag), not invariants")]:
+        result = run(*common, "--out", str(tmp_path / "x"), *args)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert not (tmp_path / "x").exists()

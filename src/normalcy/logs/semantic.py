@@ -34,6 +34,9 @@ Zhang et al. 2019; NeuralLog, Le & Zhang 2021; the embedding detectors of Text-A
   there: the farthest any known template is from its nearest other one). So a reworded
   template (distance near 0) adds almost nothing, and a template as foreign as the most
   foreign one normal operation brought adds as much as the model's largest held-out score.
+  With `level_weights`, an unseen event's distance counts times the weight of its line's log
+  level (`Events.levels`), so that a new INFO message can weigh less than a new FATAL one;
+  `normalcy.logs.history` learns the weights, and a threshold, from labelled history.
 """
 
 from __future__ import annotations
@@ -61,29 +64,51 @@ HASHING_DIM = 384
 DEFAULT_NOVELTY_SCALE = 0.5  # with a single known template, nothing to measure spacing by
 MIN_NOVELTY_SCALE = 0.05
 MAX_TEMPLATE_CHARS = 2000  # the embedder truncates at 256 tokens anyway
+MAX_LEVEL_WEIGHT = 100.0
 
 
 class Events(np.ndarray):
-    """Event ids of one group (int64) with `templates`: event id -> template text. Views and
-    slices keep `templates`; `np.asarray` gives the plain id array."""
+    """Event ids of one group (int64) with `templates`: event id -> template text, and
+    optionally `levels`: the log level of each event's line (what `level_weights` reads; None
+    where the log has no levels). Views and slices keep `templates`, and slices their levels;
+    `np.asarray` gives the plain id array."""
 
     templates: Mapping[int, str]
+    levels: np.ndarray | None
 
-    def __new__(cls, ids, templates: Mapping[int, str]):
+    def __new__(cls, ids, templates: Mapping[int, str], levels: Sequence | None = None):
         obj = np.asarray(ids, dtype=np.int64).reshape(-1).view(cls)
         obj.templates = templates
+        if levels is not None:
+            levels = np.asarray(levels, dtype=object).reshape(-1)
+            if len(levels) != len(obj):
+                raise DataError(f"Events: {len(levels)} levels for {len(obj)} events")
+        obj.levels = levels
         return obj
 
     def __array_finalize__(self, obj):
         self.templates = getattr(obj, "templates", {})
+        levels = getattr(obj, "levels", None)
+        # An operation that changes the length cannot say which levels remain.
+        self.levels = levels if levels is not None and len(levels) == self.size else None
+
+    def __getitem__(self, key):
+        out = super().__getitem__(key)
+        if isinstance(out, Events) and self.levels is not None:
+            out.levels = self.levels[key]
+        return out
 
     def __reduce__(self):
-        return Events, (np.asarray(self), dict(self.templates))
+        return Events, (np.asarray(self), dict(self.templates), self.levels)
 
 
-def with_templates(sequences: Sequence, templates: Mapping[int, str]) -> list[Events]:
-    """Each sequence of event ids as `Events` sharing one id -> template table."""
-    return [Events(s, templates) for s in sequences]
+def with_templates(sequences: Sequence, templates: Mapping[int, str],
+                   levels: Sequence | None = None) -> list[Events]:
+    """Each sequence of event ids as `Events` sharing one id -> template table, with its events'
+    log levels where `levels` gives one sequence of them per sequence."""
+    if levels is None:
+        return [Events(s, templates) for s in sequences]
+    return [Events(s, templates, lv) for s, lv in zip(sequences, levels, strict=True)]
 
 
 class HashingEmbedder(Embedder):
@@ -243,6 +268,19 @@ def group_templates(X) -> tuple[list[np.ndarray], dict[int, str]]:
     return as_sequences(X), templates
 
 
+def group_levels(X) -> list[np.ndarray | None]:
+    """Per group of X, the log level of each event (None for a group without levels)."""
+    if isinstance(X, (str, bytes)) or not hasattr(X, "__iter__"):
+        return []
+    return [getattr(s, "levels", None) for s in X]
+
+
+def _level_at(levels: list | None, group: int, position: int) -> str | None:
+    """The log level of one event of one group, None where there is none."""
+    found = levels[group] if levels else None
+    return None if found is None or found[position] in (None, "") else str(found[position])
+
+
 class SemanticDetector(SequenceDetector):
     """Base of the detectors on template vectors; see the module doc. A subclass implements
     `_fit_model(train, lookup, held)` and `_model_scores(seqs, lookup)` (one score per group,
@@ -276,23 +314,48 @@ class SemanticDetector(SequenceDetector):
 
     def decision_function(self, X) -> np.ndarray:
         self._check_fitted("vocab_")
-        return self._combined(*group_templates(X))[0]
+        return self._combined(*self._read(X))[0]
+
+    def level_parts(self, X) -> tuple[np.ndarray, list[dict]]:
+        """The two parts of each group's score before any level weight: the model part (model
+        score / model_scale) and, per log level of its unseen events, the farthest of them over
+        novelty_scale (level None: events without one). `normalcy.logs.history` learns
+        `level_weights` from these."""
+        self._check_fitted("vocab_")
+        seqs, templates, levels = self._read(X)
+        lookup = _Lookup(self, seqs, templates)
+        model = np.asarray(self._model_scores(seqs, lookup), dtype=np.float64) / self.model_scale_
+        parts = []
+        for g, seq in enumerate(seqs):
+            novelty, top = lookup.novelty(seq), {}
+            for p in np.flatnonzero(novelty > 0):
+                level = _level_at(levels, g, p)
+                top[level] = max(top.get(level, 0.0), float(novelty[p]) / self.novelty_scale_)
+            parts.append(top)
+        return model, parts
+
+    def _read(self, X):
+        if not isinstance(X, (str, bytes)) and hasattr(X, "__iter__"):
+            X = list(X)
+        seqs, templates = group_templates(X)
+        return seqs, templates, group_levels(X)
 
     def explain_blame(self, X, max_events: int = 3):
         """`SequenceDetector.explain_blame`, with the template texts that `Events` carry."""
         self._check_fitted("vocab_")
-        seqs, templates = group_templates(X)
-        contributions, blame, scores = self._explain(seqs, templates, max_events)
+        seqs, templates, levels = self._read(X)
+        contributions, blame, scores = self._explain(seqs, templates, levels, max_events)
         return Explanation(scores, self.parts_, contributions, [b.reasons for b in blame]), blame
 
-    def _explain(self, seqs, templates, max_events):
+    def _explain(self, seqs, templates, levels, max_events):
         """Contributions (all on "unseen": the unseen-template part; the model part is no sum
         over events and is given in the reasons), one Blame per group, and the scores."""
-        scores, model, novelty, lookup = self._combined(seqs, templates)
+        scores, model, novelty, lookup = self._combined(seqs, templates, levels)
         extras = self._model_blame(seqs, lookup, max_events)
         blame = []
         for g, seq in enumerate(seqs):
             far = sorted(((d, p) for p, d in enumerate(novelty[g]) if d > 0), key=lambda x: -x[0])
+            distance = lookup.novelty(seq)  # before any level weight
             reasons = []
             if model[g] > 0:
                 reasons.append(f"{self._model_reason()} {model[g]:.3g} (scale {self.model_scale_:.3g})")
@@ -300,9 +363,12 @@ class SemanticDetector(SequenceDetector):
             first = {int(seq[p]): (d, p) for d, p in reversed(far)}
             for d, p in sorted(first.values(), key=lambda x: (-x[0], x[1]))[:max_events]:
                 e = int(seq[p])
-                reasons.append(f"template never seen in training: {lookup.text(e)!r}, at cosine distance {d:.2f} "
-                               f"from the nearest known one (E{int(self.vocab_[lookup.nearest(e)])}; scale "
-                               f"{self.novelty_scale_:.2f})")
+                level = _level_at(levels, g, p)
+                weight = self._level_weight(level)
+                reasons.append(f"template never seen in training: {lookup.text(e)!r}, at cosine distance "
+                               f"{distance[p]:.2f} from the nearest known one (E{int(self.vocab_[lookup.nearest(e)])}; "
+                               f"scale {self.novelty_scale_:.2f})"
+                               + (f", counted x{weight:g} at level {level}" if weight != 1.0 else ""))
             extra = extras[g]
             positions = sorted({p for _, p in far} | set(extra.positions))
             events = list(dict.fromkeys([int(seq[p]) for _, p in far] + extra.events))
@@ -311,11 +377,16 @@ class SemanticDetector(SequenceDetector):
         contributions[:, -1] = np.array([n.max(initial=0.0) for n in novelty]) / self.novelty_scale_
         return contributions, blame, scores
 
-    def _combined(self, seqs, templates):
-        """Scores, model scores, per-event novelty distances and the id -> vector lookup."""
+    def _combined(self, seqs, templates, levels=None):
+        """Scores, model scores, per-event novelty distances (times their level's weight) and
+        the id -> vector lookup."""
         lookup = _Lookup(self, seqs, templates)
         model = np.asarray(self._model_scores(seqs, lookup), dtype=np.float64)
         novelty = [lookup.novelty(seq) for seq in seqs]
+        if self.level_weights and levels:
+            for g, distance in enumerate(novelty):
+                for p in np.flatnonzero(distance > 0):
+                    distance[p] *= self._level_weight(_level_at(levels, g, p))
         top = np.array([n.max(initial=0.0) for n in novelty])
         return model / self.model_scale_ + top / self.novelty_scale_, model, novelty, lookup
 
@@ -367,7 +438,10 @@ class SemanticDetector(SequenceDetector):
         return self._combined(seqs, {})[0]
 
     def _explain_encoded(self, seqs, max_events):
-        return self._explain(seqs, {}, max_events)[:2]
+        return self._explain(seqs, {}, None, max_events)[:2]
+
+    def _level_weight(self, level: str | None) -> float:
+        return float((self.level_weights or {}).get(level, 1.0)) if level is not None else 1.0
 
     def _own_state(self):
         arrays, meta = self._model_state()
@@ -419,6 +493,14 @@ class SemanticDetector(SequenceDetector):
             check_number(self.name, "threads", self.threads, 1, 4096, integer=True)
         if self.cache_dir is not None and not isinstance(self.cache_dir, str):
             raise DataError(f"{self.name} cache_dir must be a folder name or None, got {self.cache_dir!r}")
+        if self.level_weights is not None:
+            if not isinstance(self.level_weights, Mapping):
+                raise DataError(f"{self.name} level_weights must map log levels to weights, e.g. "
+                                f'{{"INFO": 0.5}}, got {self.level_weights!r}')
+            for level, weight in self.level_weights.items():
+                if not isinstance(level, str):
+                    raise DataError(f"{self.name} level_weights: the levels must be text, got {level!r}")
+                check_number(self.name, f"level_weights[{level!r}]", weight, 0.0, MAX_LEVEL_WEIGHT)
 
     # --- subclass hooks -------------------------------------------------------------------
     @abstractmethod

@@ -31,13 +31,17 @@ class SemanticBag(SemanticDetector):
         cache_dir: folder that keeps template embeddings between runs (None: memory only).
         threads: CPU threads for the embedder (1).
         seed: seed of the holdout (0).
+        level_weights: log level -> weight of the unseen-template distance of its lines, e.g.
+            {"INFO": 0.5} (None: 1 for all; `normalcy.logs.history` learns them from labelled
+            history).
     """
 
     name = "semantic-bag"
     min_groups = 2
 
     def __init__(self, embedder: str = DEFAULT, model: str = "knn", options: dict | None = None,
-                 holdout: float = 0.1, cache_dir: str | None = None, threads: int | None = 1, seed: int = 0):
+                 holdout: float = 0.1, cache_dir: str | None = None, threads: int | None = 1, seed: int = 0,
+                 level_weights: dict | None = None):
         self.embedder = embedder
         self.model = model
         self.options = options
@@ -45,6 +49,7 @@ class SemanticBag(SemanticDetector):
         self.cache_dir = cache_dir
         self.threads = threads
         self.seed = seed
+        self.level_weights = level_weights
 
     def _check_params(self):
         self._check_semantic_params()

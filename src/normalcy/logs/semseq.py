@@ -52,13 +52,17 @@ class SemanticSequence(SemanticDetector):
         cache_dir: folder that keeps template embeddings between runs (None: memory only).
         threads: CPU threads for torch (1).
         seed: seed of the holdout, the initialisation and the batches (0).
+        level_weights: log level -> weight of the unseen-template distance of its lines, e.g.
+            {"INFO": 0.5} (None: 1 for all; `normalcy.logs.history` learns them from labelled
+            history).
     """
 
     name = "semantic-seq"
 
     def __init__(self, embedder: str = DEFAULT, window: int = 10, hidden: int = 64, epochs: int = 20,
                  batch_size: int = 256, lr: float = 3e-3, predict_end: bool = True, n_models: int = 3,
-                 holdout: float = 0.1, cache_dir: str | None = None, threads: int | None = 1, seed: int = 0):
+                 holdout: float = 0.1, cache_dir: str | None = None, threads: int | None = 1, seed: int = 0,
+                 level_weights: dict | None = None):
         self.embedder = embedder
         self.window = window
         self.hidden = hidden
@@ -71,6 +75,7 @@ class SemanticSequence(SemanticDetector):
         self.cache_dir = cache_dir
         self.threads = threads
         self.seed = seed
+        self.level_weights = level_weights
 
     def _check_params(self):
         self._check_semantic_params()

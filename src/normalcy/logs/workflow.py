@@ -14,8 +14,10 @@ import numpy as np
 from normalcy.core import metrics
 from normalcy.core.benchmark import write_atomic
 from normalcy.core.errors import DataError
+from normalcy.logs.formats import LogRecords
 from normalcy.logs.model import Analysis, LogModel
 from normalcy.logs.patterns import Pattern
+from normalcy.logs.sessions import Groups
 
 OUTPUT_FIELDS = ("group", "score", "label", "n_lines", "first_line", "evidence_lines", "evidence_templates",
                  "reasons")
@@ -72,21 +74,27 @@ def output_kind(name: str) -> str:
 
 
 def group_labels(analysis: Analysis, alert_regex: str | None = None, labels_file: str | Path | None = None) -> np.ndarray:
+    """Known labels per analysed group (`labels_of`)."""
+    return labels_of(analysis.records, analysis.groups, alert_regex, labels_file)
+
+
+def labels_of(records: LogRecords, groups: Groups, alert_regex: str | None = None,
+              labels_file: str | Path | None = None) -> np.ndarray:
     """Known labels per group: from a regex marking alert lines (a group holding one is
     anomalous; matched against the raw line), or from a CSV of ``group,label`` rows (0/1 or
     Normal/Anomaly, as in loghub's anomaly_label.csv)."""
     if (alert_regex is None) == (labels_file is None):
-        raise DataError("evaluation needs exactly one of --alert-regex or --labels")
+        raise DataError("labelled groups need exactly one of --alert-regex or --labels")
     if alert_regex is not None:
-        regex, rec = Pattern(alert_regex, "--alert-regex"), analysis.records
+        regex, rec = Pattern(alert_regex, "--alert-regex"), records
         alert = np.array([regex.search(line, lambda: f"{rec.source[i]}:{rec.line_no[i]}") is not None
                           for i, line in enumerate(rec.raw)])
-        return np.array([int(alert[idx].any()) for idx in analysis.groups.lines])
+        return np.array([int(alert[idx].any()) for idx in groups.lines])
     known = read_label_file(labels_file)
-    missing = [k for k in analysis.groups.keys if k not in known]
+    missing = [k for k in groups.keys if k not in known]
     if missing:
         raise DataError(f"{labels_file} has no label for {len(missing)} group(s), e.g. {missing[0]!r}")
-    return np.array([known[k] for k in analysis.groups.keys])
+    return np.array([known[k] for k in groups.keys])
 
 
 def read_label_file(path: str | Path) -> dict[str, int]:
