@@ -320,8 +320,15 @@ def line_frame(spark, lines: list[str], partitions: int = 3):
     return spark.sparkContext.parallelize([(x,) for x in lines], partitions).toDF(["line"])
 
 
+SEMANTIC = {"embedder": "hashing", "level_weights": {"WARN": 0.25}}
+
+
 @pytest.mark.parametrize("grouping", [{"group_by": r"blk_\d+", "detector": "invariants"},
-                                      {"window": 20.0, "step": 10.0, "detector": "pca"}], ids=["sessions", "windows"])
+                                      {"window": 20.0, "step": 10.0, "detector": "pca"},
+                                      {"group_by": r"blk_\d+", "detector": "semantic-bag", "detector_params": SEMANTIC},
+                                      {"window": 20.0, "step": 10.0, "detector": "semantic-seq",
+                                       "detector_params": {**SEMANTIC, "epochs": 2, "n_models": 1}}],
+                         ids=["sessions", "windows", "semantic-sessions", "semantic-windows"])
 def test_log_models_score_groups_as_in_process(spark, tmp_path, grouping):
     from normalcy.core.checks import assert_same_scores
     from normalcy.logs import LogModel
@@ -332,6 +339,11 @@ def test_log_models_score_groups_as_in_process(spark, tmp_path, grouping):
         model.set_threshold(1.0)
     model.save(tmp_path / "logs.model")
     lines = hdfs_lines(rng, 25, start=100)
+    # Lines no template matched, at two levels: semantic detectors read their text and level.
+    for k, (level, text) in enumerate([("WARN", "Disk quota exceeded while writing"), ("ERROR", "Kernel panic holding"),
+                                       ("WARN", "Disk quota exceeded while writing")]):
+        at = 20 + 30 * k
+        lines.insert(at, f"{lines[at][:13]} 148 {level} dfs.DataNode: {text} blk_{100 + 3 * k}")
     expected = model.analyse(lines, explain=False)
     got = score(line_frame(spark, lines), tmp_path / "logs.model").toPandas().set_index("group")
     assert sorted(got.index) == sorted(expected.groups.keys)

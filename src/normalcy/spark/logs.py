@@ -11,7 +11,9 @@
    partitions too), lines before the first time take that first time, and the first line's
    time anchors the windows, as in `normalcy.logs.sessions.by_time`.
 4. Lines are spread to their groups, each group's events are gathered in line order, and
-   batches of groups are scored by the model's sequence detector.
+   batches of groups are scored by the model's sequence detector. A semantic detector also
+   gets what `LogModel.sequences` gives it: each line's log level, and each line no template
+   matched under an id of its own with its masked text.
 
 Output: one row per group: `group` (the session id, the window's start as "2005-12-04
 04:47:44", or the line number), `lines` (lines in it), `first_line`, `score`, `label`.
@@ -27,7 +29,7 @@ import pandas as pd
 from normalcy.core.results import Prediction
 from normalcy.core.threads import thread_limit
 
-_LINE, _ID, _T, _EVENT, _GROUPS = "__line", "__id", "__t", "__event", "__groups"
+_LINE, _ID, _T, _EVENT, _GROUPS, _TEXT, _LEVEL = "__line", "__id", "__t", "__event", "__groups", "__text", "__level"
 _ROW_BITS = 33  # monotonically_increasing_id: partition index above bit 33, row within it below
 
 
@@ -39,17 +41,19 @@ def score_logs(df, detector, where: str, shipped: bool, digest: str, column: str
     spark = df.sparkSession
     lines = _numbered(df.select(F.col(column).alias("line")))
     unit = detector.unit
-    parsed_schema = f"{_LINE} long, {_ID} long, {_T} double, {_EVENT} long, {_GROUPS} array<string>"
+    parsed_schema = (f"{_LINE} long, {_ID} long, {_T} double, {_EVENT} long, {_GROUPS} array<string>, "
+                     f"{_TEXT} string, {_LEVEL} string")
     parsed = lines.mapInPandas(partial(_parse_batches, where, shipped, digest, unit), parsed_schema)
     if unit == "windows":
         parsed = _filled_times(spark, parsed, Window)
         first = parsed.agg(F.min(_T)).first()[0]  # windows start at the earliest time, as by_time's
         step = float(detector.window if detector.step is None else detector.step)
         spread = parsed.mapInPandas(partial(_window_rows, first, float(detector.window), step),
-                                    f"__group string, {_LINE} long, {_EVENT} long")
+                                    f"__group string, {_LINE} long, {_EVENT} long, {_TEXT} string, {_LEVEL} string")
     else:
-        spread = parsed.select(F.explode(_GROUPS).alias("__group"), _LINE, _EVENT)
-    gathered = spread.groupBy("__group").agg(F.sort_array(F.collect_list(F.struct(_LINE, _EVENT))).alias("events"))
+        spread = parsed.select(F.explode(_GROUPS).alias("__group"), _LINE, _EVENT, _TEXT, _LEVEL)
+    gathered = spread.groupBy("__group").agg(
+        F.sort_array(F.collect_list(F.struct(_LINE, _EVENT, _TEXT, _LEVEL))).alias("events"))
     schema = "group string, lines long, first_line long, score double, label tinyint"
     return gathered.mapInPandas(partial(_score_groups, where, shipped, digest, threads), schema)
 
@@ -71,10 +75,12 @@ def _numbered(lines):
 
 
 def _parse_batches(where, shipped, digest, unit, batches):
+    from normalcy.logs.parser import UNSEEN
     from normalcy.logs.patterns import Pattern
     from normalcy.spark.score import worker_model
 
     model = worker_model(where, shipped, digest, threads=0)
+    texts = getattr(model.detector_, "needs_templates", False)
     pattern = Pattern(model.group_by, "--group-by") if unit == "sessions" else None
     for frame in batches:
         if not len(frame):
@@ -89,7 +95,9 @@ def _parse_batches(where, shipped, digest, unit, batches):
         else:
             groups = [[] for _ in numbers]
         times = np.array([np.nan if t is None else t for t in records.times], dtype=np.float64)
-        yield pd.DataFrame({_LINE: numbers, _ID: frame[_ID].to_numpy(), _T: times, _EVENT: events, _GROUPS: groups})
+        unseen = [model.parser_.mask(c) if texts and e == UNSEEN else "" for c, e in zip(records.contents, events)]
+        yield pd.DataFrame({_LINE: numbers, _ID: frame[_ID].to_numpy(), _T: times, _EVENT: events, _GROUPS: groups,
+                            _TEXT: unseen, _LEVEL: [level or "" for level in records.levels]})
 
 
 def _filled_times(spark, parsed, Window):
@@ -137,7 +145,8 @@ def _window_rows(first, window, step, batches):
         ks, rows = np.concatenate(ks), np.concatenate(rows)
         names = {k: time_name(first + k * step) for k in np.unique(ks)}
         yield pd.DataFrame({"__group": [names[k] for k in ks], _LINE: frame[_LINE].to_numpy()[rows],
-                            _EVENT: frame[_EVENT].to_numpy()[rows]})
+                            _EVENT: frame[_EVENT].to_numpy()[rows], _TEXT: frame[_TEXT].to_numpy()[rows],
+                            _LEVEL: frame[_LEVEL].to_numpy()[rows]})
 
 
 def _score_groups(where, shipped, digest, threads, batches):
@@ -148,9 +157,27 @@ def _score_groups(where, shipped, digest, threads, batches):
         if not len(frame):
             continue
         seqs = [np.array([e[_EVENT] for e in events], dtype=np.int64) for events in frame["events"]]
+        if getattr(model.detector_, "needs_templates", False):
+            seqs = _with_texts(model, seqs, frame["events"])
         with thread_limit(threads or None):
             scores = model.detector_.decision_function(seqs)
         prediction = Prediction.from_scores(scores, model.threshold_)
         yield pd.DataFrame({"group": frame["__group"], "lines": [len(s) for s in seqs],
                             "first_line": [int(events[0][_LINE]) for events in frame["events"]],
                             "score": prediction.scores, "label": prediction.labels})
+
+
+def _with_texts(model, seqs, gathered):
+    """The groups as `Events`, as `LogModel.sequences` gives them: each distinct unseen masked
+    text under an id of its own (negative; ids need only be consistent within one call), and
+    each line's level."""
+    from normalcy.logs.parser import UNSEEN
+    from normalcy.logs.semantic import with_templates
+
+    templates = model.parser_.templates()
+    unseen: dict[str, int] = {}
+    for seq, events in zip(seqs, gathered):
+        for p in np.flatnonzero(seq == UNSEEN):
+            seq[p] = unseen.setdefault(events[p][_TEXT], -1 - len(unseen))
+    templates.update({k: text for text, k in unseen.items()})
+    return with_templates(seqs, templates, [[e[_LEVEL] for e in events] for events in gathered])
