@@ -201,4 +201,4 @@ def test_log_model_passes_each_lines_level_to_the_level_weights():
 def test_groups_overlap_where_they_share_a_line():
     got = shared_lines([np.array([0, 1]), np.array([1, 2]), np.array([3]), np.array([], dtype=np.int64)])
     want = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]], dtype=bool)
-    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got.toarray(), want)

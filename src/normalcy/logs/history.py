@@ -40,7 +40,8 @@ def fit_with_history(detector: SemanticDetector, X, y, overlap: np.ndarray | Non
                      seed: int = 0, grid: tuple[float, ...] = LEVEL_WEIGHT_GRID) -> SemanticDetector:
     """Fit `detector` on the normal groups of X (y: 1 = anomalous, 0 = normal) with
     `level_weights` and threshold learned from cross-fitted scores of all of X (module doc).
-    `overlap[i, j]`: groups i and j share lines (None: none do). Returns the detector."""
+    `overlap[i, j]` (a boolean array or scipy sparse matrix, e.g. `shared_lines`): groups i and j
+    share lines (None: none do). Returns the detector."""
     if not isinstance(detector, SemanticDetector):
         raise DataError(f"calibration on labelled history needs a semantic detector, got {type(detector).__name__}")
     X = list(X)
@@ -55,16 +56,16 @@ def fit_with_history(detector: SemanticDetector, X, y, overlap: np.ndarray | Non
         raise DataError(f"history needs normal and anomalous groups to learn from, got {int(y.sum())} anomalous "
                         f"of {n}")
     if overlap is None:
-        overlap = np.eye(n, dtype=bool)
-    elif np.shape(overlap) != (n, n):
+        overlap = sparse.identity(n, dtype=bool, format="csr")
+    elif getattr(overlap, "shape", None) != (n, n):
         raise DataError(f"overlap must be a {n} x {n} matrix of which groups share lines, got shape "
-                        f"{np.shape(overlap)}")
+                        f"{getattr(overlap, 'shape', None)}")
     normal = y == 0
     model = np.zeros(n)
     novelty: list[dict] = [{} for _ in range(n)]
     for fold in np.array_split(np.random.default_rng(seed).permutation(n), folds):
-        fit = np.flatnonzero(normal & ~np.asarray(overlap, dtype=bool)[fold].any(axis=0))
-        fit = np.setdiff1d(fit, fold)
+        near = np.asarray(overlap[np.sort(fold)].sum(axis=0)).ravel() > 0
+        fit = np.setdiff1d(np.flatnonzero(normal & ~near), fold)
         if len(fit) < detector.min_groups:
             raise DataError(f"a history fold leaves {len(fit)} normal groups to fit on, {detector.name} needs "
                             f"{detector.min_groups}: give more groups or fewer folds")
@@ -74,25 +75,25 @@ def fit_with_history(detector: SemanticDetector, X, y, overlap: np.ndarray | Non
         for i, parts in zip(fold, scored[1]):
             novelty[i] = parts
     weights = learn_level_weights(model, novelty, y, grid)
-    f1, threshold = metrics.f1_max(y, weighted_scores(model, novelty, weights))
+    scores = weighted_scores(model, novelty, weights)
+    f1, threshold = metrics.f1_max(y, scores)
     detector.set_params(level_weights=weights or None).fit([X[i] for i in np.flatnonzero(normal)])
     shown = ", ".join(f"{k} x{v:g}" for k, v in sorted(weights.items())) or "none"
     detector.calibration_ = Calibration(
-        "history", float(threshold), n, method=f"best F1 ({f1:.3f}) of {folds}-fold cross-fitted scores of "
+        "history", float(threshold), n, float(np.mean(scores[normal] >= threshold)), method=f"best F1 ({f1:.3f}) of {folds}-fold cross-fitted scores of "
         f"{int(y.sum())} anomalous and {int(normal.sum())} normal labelled groups; level weights: {shown}")
     detector.threshold_ = float(threshold)
     return detector
 
 
-def shared_lines(lines: list[np.ndarray]) -> np.ndarray:
-    """`overlap` for groups given as the indices of their lines: True where two share a line."""
+def shared_lines(lines: list[np.ndarray]) -> sparse.csr_matrix:
+    """`overlap` for groups given as the indices of their lines: True where two share a line
+    (sparse: sessions share few lines, windows only with their neighbours)."""
     sizes = [len(g) for g in lines]
-    if not lines or not sum(sizes):
-        return np.eye(len(lines), dtype=bool)
-    columns = np.concatenate(lines).astype(np.int64)
+    columns = np.concatenate(lines).astype(np.int64) if sum(sizes) else np.zeros(0, dtype=np.int64)
     incidence = sparse.csr_matrix((np.ones(len(columns)), (np.repeat(np.arange(len(lines)), sizes), columns)),
-                                  shape=(len(lines), int(columns.max()) + 1))
-    return (incidence @ incidence.T).toarray() > 0
+                                  shape=(len(lines), int(columns.max(initial=-1)) + 1))
+    return (incidence @ incidence.T) > 0
 
 
 def weighted_scores(model: np.ndarray, novelty: list[dict], weights: dict) -> np.ndarray:
