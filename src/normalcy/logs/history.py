@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import sparse
+from sklearn.base import clone
 
 from normalcy.core import metrics
 from normalcy.core.errors import DataError
@@ -69,7 +70,7 @@ def fit_with_history(detector: SemanticDetector, X, y, overlap: np.ndarray | Non
         if len(fit) < detector.min_groups:
             raise DataError(f"a history fold leaves {len(fit)} normal groups to fit on, {detector.name} needs "
                             f"{detector.min_groups}: give more groups or fewer folds")
-        twin = type(detector)(**{**detector.get_params(deep=False), "level_weights": None})
+        twin = clone(detector).set_params(level_weights=None)
         scored = twin.fit([X[i] for i in fit]).level_parts([X[i] for i in fold])
         model[fold] = scored[0]
         for i, parts in zip(fold, scored[1]):

@@ -90,7 +90,7 @@ class LogModel(Detector):
     def fit(self, X, y=None) -> "LogModel":
         """Mine templates, group the lines and fit the detector on every group; the threshold is
         the detector's own label-free rule."""
-        seqs = self._prepare(X)
+        seqs = self._prepare(X)[2]
         self.detector_ = self._new_detector().fit(seqs)
         self.n_groups_ = len(seqs)
         self._take_threshold()
@@ -100,7 +100,7 @@ class LogModel(Detector):
         """Mine templates from all lines, fit the detector on the groups less a random
         `holdout` fraction, and set the threshold from the held-out groups' scores by
         `strategy` (`normalcy.core.holdout.fit_with_holdout`; a fixed threshold fits all)."""
-        seqs = self._prepare(X)
+        seqs = self._prepare(X)[2]
         self.detector_ = fit_with_holdout(self._new_detector(), seqs, strategy, holdout, seed, unit=self.unit,
                                           name="the log")
         self.n_groups_ = len(seqs) - self.detector_.calibration_.n_items
@@ -115,7 +115,7 @@ class LogModel(Detector):
         (`normalcy.logs.history.fit_with_history`; groups that share lines, as sliding windows
         do, are kept out of each other's fits). The learned weights replace any `level_weights`
         in `detector_params`."""
-        records, groups, seqs = self._prepare(X, with_groups=True)
+        records, groups, seqs = self._prepare(X)
         y = np.asarray(label_groups(records, groups))
         self.detector_ = fit_with_history(self._new_detector(), seqs, y, shared_lines(groups.lines), folds, seed)
         # The learned weights are the detector's parameter from now on, so the model file keeps them.
@@ -124,10 +124,9 @@ class LogModel(Detector):
         self._take_threshold()
         return self
 
-    def _prepare(self, X, with_groups: bool = False):
-        """Check the parameters, mine templates from every line and group them: the event
-        sequences to fit on, checked against the detector's minimum (and, `with_groups`, the
-        records and groups before them)."""
+    def _prepare(self, X):
+        """Check the parameters, mine templates from every line and group them: the records, the
+        groups and their event sequences to fit on, checked against the detector's minimum."""
         self._check_params()
         records = self.records(X)
         parser = (LogParser(self.sim_th, self.depth, self.max_children) if self.parser == "drain"
@@ -142,7 +141,7 @@ class LogModel(Detector):
             raise DataError(f"the log gives {len(seqs)} {self.unit[:-1] if len(seqs) == 1 else self.unit} from "
                             f"{len(records)} lines; {self.detector} needs at least {needed} to learn from: give {how}")
         self.n_lines_ = len(records)
-        return (records, groups, seqs) if with_groups else seqs
+        return records, groups, seqs
 
     def _take_threshold(self) -> None:
         # The model's threshold is its detector's, with the same record of how it was set.

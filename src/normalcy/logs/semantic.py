@@ -268,13 +268,6 @@ def group_templates(X) -> tuple[list[np.ndarray], dict[int, str]]:
     return as_sequences(X), templates
 
 
-def group_levels(X) -> list[np.ndarray | None]:
-    """Per group of X, the log level of each event (None for a group without levels)."""
-    if isinstance(X, (str, bytes)) or not hasattr(X, "__iter__"):
-        return []
-    return [getattr(s, "levels", None) for s in X]
-
-
 def _level_at(levels: list | None, group: int, position: int) -> str | None:
     """The log level of one event of one group, None where there is none."""
     found = levels[group] if levels else None
@@ -323,22 +316,22 @@ class SemanticDetector(SequenceDetector):
         `level_weights` from these."""
         self._check_fitted("vocab_")
         seqs, templates, levels = self._read(X)
-        lookup = _Lookup(self, seqs, templates)
-        model = np.asarray(self._model_scores(seqs, lookup), dtype=np.float64) / self.model_scale_
+        _, model, novelty, _ = self._combined(seqs, templates)  # no levels given: no weights
         parts = []
-        for g, seq in enumerate(seqs):
-            novelty, top = lookup.novelty(seq), {}
-            for p in np.flatnonzero(novelty > 0):
+        for g, distance in enumerate(novelty):
+            top = {}
+            for p in np.flatnonzero(distance > 0):
                 level = _level_at(levels, g, p)
-                top[level] = max(top.get(level, 0.0), float(novelty[p]) / self.novelty_scale_)
+                top[level] = max(top.get(level, 0.0), float(distance[p]) / self.novelty_scale_)
             parts.append(top)
-        return model, parts
+        return model / self.model_scale_, parts
 
     def _read(self, X):
+        """Sequences, template texts and, per group, its events' levels (None: none given)."""
         if not isinstance(X, (str, bytes)) and hasattr(X, "__iter__"):
             X = list(X)
-        seqs, templates = group_templates(X)
-        return seqs, templates, group_levels(X)
+        seqs, templates = group_templates(X)  # checks X
+        return seqs, templates, [getattr(s, "levels", None) for s in X]
 
     def explain_blame(self, X, max_events: int = 3):
         """`SequenceDetector.explain_blame`, with the template texts that `Events` carry."""
